@@ -1,0 +1,1 @@
+"""The health sidecar: watches every supervised program through supervisord's unix socket."""

@@ -1,0 +1,43 @@
+"""The HTTP API: liveness, readiness, build info and stats from MongoDB."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.api.routes import health, stats, version
+from services.common.db import database, make_client
+from services.common.settings import settings_or_exit
+
+PROGRAM = "api"
+
+
+def create_app() -> FastAPI:
+    settings = settings_or_exit(PROGRAM)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # The client connects lazily: /health answers even while MongoDB is unreachable.
+        client = make_client(settings, PROGRAM)
+        app.state.mongo = client
+        app.state.db = database(client, settings)
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app = FastAPI(
+        title="botstack API",
+        version=settings.version,
+        lifespan=lifespan,
+        debug=settings.debug,
+        docs_url="/docs" if settings.env == "development" else None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.state.program = PROGRAM
+    app.include_router(health.router)
+    app.include_router(version.router)
+    app.include_router(stats.router)
+    return app

@@ -1,0 +1,4 @@
+"""Collection names, shared so that the bot writes where the API counts."""
+
+USERS = "users"
+MESSAGES = "messages"

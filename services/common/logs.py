@@ -1,0 +1,54 @@
+"""One logging set-up for every program: each line names its program, and no secret leaks.
+
+httpx logs every request URL at INFO, and a Bot API URL contains the bot token
+(`/bot<token>/getUpdates`); python-telegram-bot's own examples raise httpx to WARNING.
+We do that too, and also redact anything token-shaped from every formatted line,
+tracebacks included, as a second wall.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+import time
+
+TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")
+REDACTED = "[REDACTED-TOKEN]"
+QUIET_LOGGERS = ("httpx", "httpcore", "apscheduler", "pymongo")
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return TOKEN_SHAPE.sub(REDACTED, text)
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, fmt: str, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(fmt, datefmt="%Y-%m-%dT%H:%M:%S")
+        self.converter = time.gmtime
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self.secrets)
+
+
+def setup_logging(program: str, level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(
+        RedactingFormatter(f"%(asctime)sZ {program} %(levelname)s %(name)s: %(message)s", secrets)
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+
+
+def _log_uncaught(exc_type, exc, tb) -> None:
+    """A crash's traceback goes through the same formatter: labelled and redacted."""
+    logging.getLogger("uncaught").critical("program crashed", exc_info=(exc_type, exc, tb))

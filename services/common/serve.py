@@ -1,0 +1,27 @@
+"""Run an ASGI app the production way: uvicorn, no reload, a bounded graceful shutdown."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from services.common.logs import setup_logging
+from services.common.settings import Settings
+
+
+def serve(app_path: str, program: str, port: int, settings: Settings) -> None:
+    secrets = (settings.telegram_bot_token.get_secret_value(),) if settings.telegram_bot_token else ()
+    setup_logging(program, settings.log_level, secrets)
+    uvicorn.run(
+        app_path,
+        factory=True,
+        host="0.0.0.0",
+        port=port,
+        # Only development may reload (settings refuse it in production). uvicorn then needs
+        # watchfiles, which the image does not install.
+        reload=settings.reload,
+        log_config=None,
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=settings.graceful_timeout,
+        proxy_headers=True,
+        server_header=False,
+    )

@@ -1,0 +1,165 @@
+"""The one settings object every botstack program reads, once, at start.
+
+A bad value must stop a program before it does anything, with one line that names the
+environment variable, and exit code 78 (EX_CONFIG) so supervisord and operators can tell a
+configuration error from a crash.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EX_CONFIG = 78
+
+TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
+
+
+class ConfigError(Exception):
+    """A setting is wrong; `variable` is the environment variable to fix."""
+
+    def __init__(self, variable: str, message: str) -> None:
+        super().__init__(f"{variable}: {message}")
+        self.variable = variable
+        self.message = message
+
+
+class Settings(BaseSettings):
+    """Everything configurable, with production defaults. See the README's table."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BOTSTACK_", case_sensitive=False, extra="ignore", frozen=True
+    )
+
+    env: Literal["production", "development"] = "production"
+    reload: bool = False
+    debug: bool = False
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = False
+
+    api_port: int = Field(8000, ge=1, le=65535)
+    web_port: int = Field(8080, ge=1, le=65535)
+    graceful_timeout: int = Field(10, ge=1, le=120, description="seconds uvicorn waits for requests on stop")
+    ready_timeout_ms: int = Field(1000, ge=50, le=30000)
+    supervisor_socket: str = "/run/botstack/supervisor.sock"
+    run_dir: str = "/run/botstack"
+
+    mongodb_uri: str = Field("mongodb://127.0.0.1:27017/?directConnection=true", validation_alias="MONGODB_URI")
+    mongodb_db: str = Field("botstack", validation_alias="MONGODB_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
+    mongodb_timeout_ms: int = Field(2000, ge=100, le=60000)
+
+    telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    telegram_api_base_url: str = Field(
+        "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
+    )
+
+    version: str = "0.0.0+dev"
+    git_sha: str = "unknown"
+    build_time: str = "unknown"
+
+    @field_validator("mongodb_uri")
+    @classmethod
+    def _mongodb_uri(cls, value: str) -> str:
+        if not value.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("must be a MongoDB connection string starting with mongodb:// or mongodb+srv://")
+        if value.startswith("mongodb://"):
+            from pymongo.uri_parser import parse_uri  # no network for mongodb:// URIs
+
+            try:
+                parse_uri(value)
+            except Exception as exc:  # pymongo raises several types for bad URIs
+                raise ValueError(f"is not a valid MongoDB URI ({exc})") from None
+        return value
+
+    @field_validator("telegram_bot_token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not TOKEN_PATTERN.match(value.get_secret_value()):
+            raise ValueError("is not a bot token of the form <digits>:<secret> as BotFather gives it")
+        return value
+
+    @field_validator("telegram_api_base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL such as https://api.telegram.org/bot")
+        return value
+
+    @model_validator(mode="after")
+    def _production_refuses_dev_options(self) -> "Settings":
+        if self.env == "production":
+            for name in ("reload", "debug"):
+                if getattr(self, name):
+                    raise ConfigError(
+                        env_name(name),
+                        f"is refused in production (BOTSTACK_ENV=production); "
+                        f"set BOTSTACK_ENV=development to use it",
+                    )
+        return self
+
+    @property
+    def bot_id(self) -> str | None:
+        """The public numeric part of the token, safe to log."""
+        if self.telegram_bot_token is None:
+            return None
+        return self.telegram_bot_token.get_secret_value().split(":", 1)[0]
+
+
+def env_name(field: str) -> str:
+    """The environment variable that sets `field`."""
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    return f"BOTSTACK_{field.upper()}"
+
+
+def _first_error(exc: ValidationError) -> ConfigError:
+    err = exc.errors()[0]
+    loc = err.get("loc") or ("?",)
+    field = str(loc[0])
+    if field in Settings.model_fields:
+        variable = env_name(field)
+    else:  # pydantic reports aliased fields by alias
+        variable = field.upper()
+    cause = (err.get("ctx") or {}).get("error")
+    if isinstance(cause, ConfigError):
+        return cause
+    message = str(cause) if cause is not None else err.get("msg", "invalid")
+    message = message.removeprefix("Value error, ")
+    return ConfigError(variable, message)
+
+
+def load_settings() -> Settings:
+    """Read settings from the environment; raises ConfigError naming the variable."""
+    try:
+        return Settings()
+    except ConfigError:
+        raise
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+@lru_cache(maxsize=1)
+def settings_or_exit(program: str) -> Settings:
+    """The settings for a program's entry point; a bad value ends it with one line and 78."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"{program}: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EX_CONFIG) from None
+
+
+def require(settings: Settings, field: str, program: str) -> None:
+    """End `program` with 78 when a setting it needs is absent."""
+    if getattr(settings, field) is None:
+        print(
+            f"{program}: configuration error: {env_name(field)}: is required by the {program} program",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(EX_CONFIG)
