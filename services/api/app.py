@@ -6,8 +6,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.api.routes import health, stats, version
+from services.api.routes import health, stats
 from services.common.db import database, make_client
+from services.common.http import identity_router
 from services.common.settings import settings_or_exit
 
 PROGRAM = "api"
@@ -36,8 +37,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.state.program = PROGRAM
+    app.include_router(identity_router(settings, PROGRAM))
     app.include_router(health.router)
-    app.include_router(version.router)
     app.include_router(stats.router)
     return app

@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from services.common.buildinfo import build_info
+from services.common.http import identity_router
 from services.common.supervisor import programs, rpc
 from services.common.settings import settings_or_exit
 
@@ -22,6 +23,7 @@ def create_app() -> FastAPI:
     settings = settings_or_exit(PROGRAM)
     templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
     app = FastAPI(title="botstack dashboard", docs_url=None, redoc_url=None, openapi_url=None)
+    app.include_router(identity_router(settings, PROGRAM))
 
     def read_programs():
         try:
@@ -29,10 +31,6 @@ def create_app() -> FastAPI:
         except Exception as exc:  # the page still renders, saying why the list is missing
             log.warning("cannot read supervisord: %s", exc)
             return [], f"{type(exc).__name__}: {exc}"
-
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
 
     @app.get("/", response_class=HTMLResponse)
     async def index(request: Request) -> HTMLResponse:

@@ -1,4 +1,8 @@
-"""Liveness is not readiness: /health never touches the database, /ready does."""
+"""Readiness: the API can serve, i.e. MongoDB answers a ping within a short timeout.
+
+Liveness (/health) is shared with every program (services/common/http.py) and never
+touches the database, so a database outage never makes the API look dead.
+"""
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -9,23 +13,14 @@ from services.common.db import ping
 router = APIRouter(tags=["health"])
 
 
-@router.get("/health")
-async def health() -> dict[str, str]:
-    return {"status": "ok"}
-
-
 @router.get("/ready")
 async def ready(client: ClientDep, settings: SettingsDep) -> JSONResponse:
     try:
         await ping(client, settings.ready_timeout_ms / 1000)
     except TimeoutError:
-        return JSONResponse(
-            {"status": "unavailable", "reason": f"mongodb: no answer to ping within {settings.ready_timeout_ms} ms"},
-            status_code=503,
-        )
+        reason = f"mongodb: no answer to ping within {settings.ready_timeout_ms} ms"
     except Exception as exc:  # any driver error means "not ready", with its reason
-        return JSONResponse(
-            {"status": "unavailable", "reason": f"mongodb: {type(exc).__name__}: {exc}"[:300]},
-            status_code=503,
-        )
-    return JSONResponse({"status": "ready"})
+        reason = f"mongodb: {type(exc).__name__}: {exc}"[:300]
+    else:
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "unavailable", "reason": reason}, status_code=503)

@@ -1,0 +1,215 @@
+"""Integration fixtures: build the image under test, run it on a real Docker engine.
+
+Offline (the default, as in CI): the `app` target of the real Dockerfile on a locally built
+bookworm base, plus the test-only layer in tests/integration/offline/ that supplies `mongod`
+as FerretDB. With BOTSTACK_TEST_MONGOD=real: the shipped `standalone` target with real MongoDB
+(needs a machine that can pull the official base image and reach MongoDB's repository).
+"""
+
+from __future__ import annotations
+
+import os
+
+# testcontainers reads these when it is imported. No reaper image can be pulled here; tests
+# reach containers through ports published on 127.0.0.1.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+
+import re
+import secrets
+import subprocess
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator
+
+import docker
+import pytest
+from testcontainers.core.container import DockerContainer
+from testcontainers.core.image import DockerImage
+from testcontainers.core.network import Network
+
+from tests.integration.harness import Emulator, Stack, http_get, wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+OFFLINE = Path(__file__).parent / "offline"
+LOG_DIR = Path(__file__).parent / ".logs"
+MODE = os.environ.get("BOTSTACK_TEST_MONGOD", "standin")
+BASE_IMAGE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
+
+
+def _git_sha() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        sha = "nogit"
+    # A suffix unique to this run proves the running build is the one this run made.
+    return f"{sha[:12]}-{uuid.uuid4().hex[:6]}"
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"no Docker engine answers ({exc}); on a Debian machine run: sudo scripts/setup-host.sh",
+                    pytrace=False)
+    return client
+
+
+@pytest.fixture(scope="session")
+def build_identity() -> dict[str, str]:
+    return {
+        "VERSION": "0.1.0",
+        "GIT_SHA": _git_sha(),
+        "BUILD_TIME": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+@pytest.fixture(scope="session")
+def app_image(docker_client, build_identity) -> str:
+    """The `app` target of the shipped Dockerfile (also runs the emulator)."""
+    args = dict(build_identity)
+    if MODE == "standin":
+        args["BASE_IMAGE"] = BASE_IMAGE
+        try:
+            docker_client.images.get(BASE_IMAGE)
+        except docker.errors.ImageNotFound:
+            pytest.fail(f"base image {BASE_IMAGE} is missing; run: sudo scripts/setup-host.sh", pytrace=False)
+    elif "BOTSTACK_TEST_BASE_IMAGE" in os.environ:
+        args["BASE_IMAGE"] = BASE_IMAGE
+    DockerImage(path=ROOT, tag="botstack:test-app", clean_up=False, target="app", buildargs=args,
+                rm=True).build()
+    return "botstack:test-app"
+
+
+@pytest.fixture(scope="session")
+def stack_image(app_image, build_identity) -> str:
+    if MODE == "real":
+        args = dict(build_identity)
+        if "BOTSTACK_TEST_BASE_IMAGE" in os.environ:
+            args["BASE_IMAGE"] = BASE_IMAGE
+        DockerImage(path=ROOT, tag="botstack:test-standalone", clean_up=False, target="standalone",
+                    buildargs=args, rm=True).build()
+        return "botstack:test-standalone"
+    if not (OFFLINE / "build" / "ferretdb").exists():
+        pytest.fail("the FerretDB stand-in is not built; run: sudo scripts/setup-host.sh", pytrace=False)
+    DockerImage(path=OFFLINE, tag="botstack:test-offline", clean_up=False,
+                buildargs={"APP_IMAGE": app_image}, rm=True).build()
+    return "botstack:test-offline"
+
+
+@pytest.fixture(scope="session")
+def bot_token() -> str:
+    return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+
+
+@pytest.fixture(scope="session")
+def bot_id(bot_token) -> str:
+    return bot_token.split(":")[0]
+
+
+class LogArchive:
+    """Every container's output, kept for the whole run (the secrets test reads it all)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[str, str] = {}
+        LOG_DIR.mkdir(exist_ok=True)
+
+    def add(self, name: str, text: str) -> None:
+        self.entries[name] = text
+        (LOG_DIR / f"{name}.log").write_text(text)
+
+    def everything(self) -> str:
+        return "\n".join(self.entries.values())
+
+
+@pytest.fixture(scope="session")
+def log_archive() -> LogArchive:
+    return LogArchive()
+
+
+def _archive(archive: LogArchive, name: str, container: DockerContainer) -> None:
+    try:
+        out, err = container.get_logs()
+        archive.add(name, out.decode(errors="replace") + err.decode(errors="replace"))
+    except Exception as exc:  # a container that never started has no logs
+        archive.add(name, f"<no logs: {exc}>")
+
+
+@pytest.fixture(scope="session")
+def network(docker_client) -> Iterator[Network]:
+    net = Network()
+    net.create()
+    yield net
+    net.remove()
+
+
+@pytest.fixture(scope="session")
+def emulator(app_image, network, log_archive) -> Iterator[Emulator]:
+    container = (
+        DockerContainer(app_image)
+        .with_command(["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081"])
+        .with_network(network)
+        .with_network_aliases("telegram")
+        .with_exposed_ports(8081)
+    )
+    container.start()
+    try:
+        url = f"http://{container.get_container_host_ip()}:{container.get_exposed_port(8081)}"
+        wait_until(lambda: http_get(f"{url}/_emulator/health").status_code == 200, 30, "the emulator")
+        yield Emulator(container, url)
+    finally:
+        _archive(log_archive, "emulator", container)
+        container.stop()
+
+
+StartStack = Callable[..., Stack]
+
+
+def _stack_container(image: str, network: Network, token: str, env: dict[str, str]) -> DockerContainer:
+    container = (
+        DockerContainer(image)
+        .with_network(network)
+        .with_exposed_ports(8000, 8080)
+        .with_env("TELEGRAM_BOT_TOKEN", token)
+        .with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
+    )
+    for key, value in env.items():
+        container.with_env(key, value)
+    return container
+
+
+@pytest.fixture
+def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, request) -> Iterator[StartStack]:
+    """Start botstack containers wired to the emulator; each is archived and removed afterwards."""
+    started: list[tuple[str, DockerContainer]] = []
+
+    def start(**env: str) -> Stack:
+        container = _stack_container(stack_image, network, bot_token, env)
+        name = re.sub(r"\W+", "_", request.node.name)[:80] + f"-{len(started)}"
+        started.append((name, container))
+        container.start()
+        return Stack(container, bot_id=bot_id)
+
+    yield start
+    for name, container in started:
+        _archive(log_archive, name, container)
+        container.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(stack_image, network, emulator, bot_token, bot_id, log_archive) -> Iterator[Stack]:
+    """One healthy stack shared by a module's read-only tests."""
+    container = _stack_container(stack_image, network, bot_token, {})
+    container.start()
+    try:
+        s = Stack(container, bot_id=bot_id)
+        s.wait_healthy()
+        yield s
+    finally:
+        _archive(log_archive, f"shared-stack-{uuid.uuid4().hex[:6]}", container)
+        container.stop()

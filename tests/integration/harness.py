@@ -1,0 +1,122 @@
+"""Drivers for the integration tests: the running stack container and the Bot API emulator.
+
+Everything waits by polling a condition against a deadline; nothing sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, TypeVar
+
+import httpx
+from testcontainers.core.container import DockerContainer
+
+T = TypeVar("T")
+PROGRAMS = ("mongodb", "api", "web", "bot", "healthcheck")
+
+
+def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
+    """Return probe()'s first truthy value; fail naming `what` and the last answer at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+            if last:
+                return last
+        except Exception as exc:  # the thing we wait for may not answer yet
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
+        time.sleep(interval_s)
+
+
+def http_get(url: str, timeout_s: float = 3.0) -> httpx.Response:
+    return httpx.get(url, timeout=timeout_s)
+
+
+@dataclass
+class Emulator:
+    container: DockerContainer
+    url: str
+
+    def inject(self, bot_id: str, text: str, user: dict | None = None) -> int:
+        body: dict = {"text": text}
+        if user:
+            body["user"] = user
+        r = httpx.post(f"{self.url}/_emulator/bots/{bot_id}/updates", json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()["update_id"]
+
+    def sent(self, bot_id: str) -> list[dict]:
+        return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/sent", timeout=5).json()
+
+    def stats(self, bot_id: str) -> dict:
+        return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/stats", timeout=5).json()
+
+    def reply_to(self, bot_id: str, update_id: int, timeout_s: float = 20) -> dict:
+        def replied():
+            return next((m for m in self.sent(bot_id) if m["reply_to_update_id"] == update_id), None)
+
+        return wait_until(replied, timeout_s, f"the bot's reply to update {update_id}")
+
+    def ask(self, bot_id: str, text: str, timeout_s: float = 20) -> str:
+        return self.reply_to(bot_id, self.inject(bot_id, text), timeout_s)["text"]
+
+
+@dataclass
+class Stack:
+    """One running botstack container."""
+
+    container: DockerContainer
+    bot_id: str | None = None
+    logs_seen: list[str] = field(default_factory=list)
+
+    @property
+    def host(self) -> str:
+        return self.container.get_container_host_ip()
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.host}:{self.container.get_exposed_port(8000)}"
+
+    @property
+    def web(self) -> str:
+        return f"http://{self.host}:{self.container.get_exposed_port(8080)}"
+
+    def exec(self, cmd: list[str] | str, user: str = "botstack") -> tuple[int, str]:
+        result = self.container.get_wrapped_container().exec_run(cmd, user=user, workdir="/app")
+        return result.exit_code, result.output.decode(errors="replace")
+
+    def programs(self) -> dict[str, dict]:
+        """supervisord's view of every program, read over its unix socket inside the container."""
+        code, out = self.exec(
+            [
+                "python",
+                "-c",
+                "import json; from services.common.supervisor import rpc; "
+                "print(json.dumps(rpc('/run/botstack/supervisor.sock').supervisor.getAllProcessInfo()))",
+            ]
+        )
+        assert code == 0, out
+        return {p["name"]: p for p in json.loads(out.strip().splitlines()[-1])}
+
+    def all_running(self) -> dict[str, dict] | None:
+        programs = self.programs()
+        if set(PROGRAMS) <= set(programs) and all(programs[n]["statename"] == "RUNNING" for n in PROGRAMS):
+            return programs
+        return None
+
+    def ready(self) -> bool:
+        return http_get(f"{self.api}/ready").status_code == 200
+
+    def logs(self) -> str:
+        out, err = self.container.get_logs()
+        return out.decode(errors="replace") + err.decode(errors="replace")
+
+    def wait_healthy(self, timeout_s: float = 90) -> dict[str, dict]:
+        programs = wait_until(self.all_running, timeout_s, "all five programs RUNNING")
+        wait_until(self.ready, timeout_s, "/ready 200")
+        return programs

@@ -1,0 +1,57 @@
+"""Production settings only: reload is refused, bad settings stop a program with one clear line."""
+
+import json
+import re
+
+import pytest
+
+from tests.integration.harness import wait_until
+
+pytestmark = pytest.mark.integration
+
+EFFECTIVE_COMMANDS = r'''
+import json
+from supervisor.options import ServerOptions
+o = ServerOptions()
+o.realize(["-c", "/app/supervisord.conf"])
+print(json.dumps({p.name: p.command for g in o.process_group_configs for p in g.process_configs}))
+'''
+WATCHERS = re.compile(r"--reload|\breload\b|watchfiles|watchgod|watchdog|--watch|nodemon", re.I)
+
+
+def test_no_reload_in_production(docker_client, stack_image, start_stack):
+    out = docker_client.containers.run(stack_image, ["python", "-c", EFFECTIVE_COMMANDS], remove=True)
+    commands = json.loads(out.decode().strip().splitlines()[-1])
+    assert set(commands) == {"mongodb", "api", "web", "bot", "healthcheck"}
+    for name, command in commands.items():
+        assert not WATCHERS.search(command), f"{name}: {command}"
+    missing = docker_client.containers.run(
+        stack_image, ["python", "-c", "import importlib.util as u; print(u.find_spec('watchfiles') is None)"],
+        remove=True,
+    )
+    assert missing.decode().strip() == "True", "a file watcher is installed in the image"
+
+    # A program asked to reload in production refuses to start: exit 78, the variable named.
+    container = docker_client.containers.run(
+        stack_image, ["python", "-m", "services.api"], environment={"BOTSTACK_RELOAD": "true"}, detach=True
+    )
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 78
+        lines = container.logs().decode().strip().splitlines()
+        assert len(lines) == 1 and "BOTSTACK_RELOAD" in lines[0] and "production" in lines[0], lines
+    finally:
+        container.remove(force=True)
+
+    # The whole container started that way: every Python program refuses, supervisord says 78.
+    stack = start_stack(BOTSTACK_RELOAD="true")
+    for program in ("api", "web", "bot"):
+        wait_until(lambda: f"exited: {program} (exit status 78" in stack.logs(), 60, f"{program} to exit 78")
+        assert re.search(rf"^{program}: configuration error: BOTSTACK_RELOAD: ", stack.logs(), re.M)
+
+
+def test_invalid_settings_stop_the_api_with_one_line(start_stack):
+    stack = start_stack(MONGODB_URI="nonsense")
+    wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")
+    lines = [l for l in stack.logs().splitlines() if l.startswith("api: ")]
+    assert lines and all(l.startswith("api: configuration error: MONGODB_URI: ") for l in lines), lines
+    assert "Traceback" not in stack.logs()

@@ -1,0 +1,82 @@
+"""The stack comes up whole: five programs RUNNING, ready, listed, answering, identifiable."""
+
+import re
+
+import pytest
+
+from tests.integration.harness import PROGRAMS, http_get
+
+pytestmark = pytest.mark.integration
+
+SERVER_FAMILIES = (
+    "from supervisor.options import ServerOptions; o = ServerOptions(); "
+    "o.realize(['-c', '/app/supervisord.conf']); "
+    "import socket; print(*[socket.AddressFamily(c['family']).name for c in o.server_configs])"
+)
+
+
+def test_every_program_runs_and_the_api_is_ready(stack):
+    programs = stack.programs()
+    assert {n: programs[n]["statename"] for n in PROGRAMS} == {n: "RUNNING" for n in PROGRAMS}
+    assert http_get(f"{stack.api}/health").json() == {"status": "ok"}
+    assert http_get(f"{stack.api}/ready").json() == {"status": "ready"}
+
+
+def test_version_reports_the_build_this_run_made(stack, build_identity):
+    for base, program in ((stack.api, "api"), (stack.web, "web")):
+        info = http_get(f"{base}/version").json()
+        assert info["program"] == program
+        assert info["git_sha"] == build_identity["GIT_SHA"]
+        assert info["version"] == build_identity["VERSION"]
+        assert info["build_time"] == build_identity["BUILD_TIME"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", info["started_at"])
+        assert info["uptime_s"] >= 0
+
+
+def test_dashboard_lists_every_program_with_the_build(stack, build_identity):
+    page = http_get(f"{stack.web}/").text
+    for name in PROGRAMS:
+        row = re.search(rf'<tr data-program="{name}">(.*?)</tr>', page, re.S)
+        assert row, f"{name} missing from the dashboard"
+        assert "RUNNING" in row.group(1)
+    assert build_identity["GIT_SHA"] in page
+
+
+def test_bot_answers_version_with_the_built_sha(stack, emulator, build_identity):
+    reply = emulator.ask(stack.bot_id, "/version")
+    assert f"git_sha {build_identity['GIT_SHA']}" in reply
+    assert "started_at " in reply and "uptime_s " in reply
+
+
+def test_start_stores_the_user_and_greets(stack, emulator):
+    before = http_get(f"{stack.api}/api/v1/stats").json()
+    update_id = emulator.inject(stack.bot_id, "/start", user={"id": 4242, "first_name": "Grace"})
+    assert emulator.reply_to(stack.bot_id, update_id)["text"].startswith("Hello, Grace!")
+    after = http_get(f"{stack.api}/api/v1/stats").json()
+    assert after["users"] == before["users"] + 1
+    assert after["messages"] == before["messages"] + 1
+
+
+def test_programs_run_as_non_root(stack):
+    for name, info in stack.programs().items():
+        code, status = stack.exec(["cat", f"/proc/{info['pid']}/status"])
+        uid = re.search(r"^Uid:\s+(\d+)", status, re.M).group(1)
+        assert uid != "0", f"{name} runs as root"
+    code, out = stack.exec(["cat", "/proc/1/status"])
+    assert re.search(r"^Uid:\s+(\d+)", out, re.M).group(1) != "0", "supervisord runs as root"
+
+
+def test_mongodb_listens_on_loopback_only(stack):
+    code, out = stack.exec(["cat", "/proc/net/tcp", "/proc/net/tcp6"])
+    listeners = [line.split() for line in out.splitlines()[1:] if line.split()[3:4] == ["0A"]]
+    on_27017 = [fields[1] for fields in listeners if fields[1].endswith(":6989")]
+    assert on_27017, "nothing listens on 27017"
+    assert all(addr.startswith(("0100007F:", "00000000000000000000000001000000:")) for addr in on_27017), on_27017
+
+
+def test_supervisord_is_controlled_only_through_a_private_unix_socket(stack):
+    code, out = stack.exec(["stat", "-c", "%a %U %F", "/run/botstack/supervisor.sock"])
+    assert out.split()[:2] == ["700", "botstack"] and "socket" in out
+    code, out = stack.exec(["python", "-c", SERVER_FAMILIES])
+    assert code == 0, out
+    assert out.split() == ["AF_UNIX"], "supervisord serves its API on something other than one unix socket"

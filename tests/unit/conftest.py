@@ -1,0 +1,109 @@
+"""Shared fixtures for the fast unit tests: a clean environment, fresh settings, helpers.
+
+No Docker, no network beyond 127.0.0.1 and unix sockets under a temporary directory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+# starlette warns at import that it would rather use `httpx2`; the tests use httpx on purpose.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    import starlette.testclient  # noqa: F401
+    import fastapi.testclient  # noqa: F401
+
+from services.common.settings import settings_or_exit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# A syntactically valid bot token (BotFather's shape); it is never sent anywhere.
+BOT_ID = 123456789
+TOKEN = f"{BOT_ID}:AAH-fake_secret_for_unit_tests_0123456789"
+
+_OWN_PREFIXES = ("BOTSTACK_", "MONGODB_", "TELEGRAM_")
+_OWN_NAMES = ("SUPERVISOR_SERVER_URL",)
+
+
+def _is_ours(name: str) -> bool:
+    upper = name.upper()
+    return upper.startswith(_OWN_PREFIXES) or upper in _OWN_NAMES
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch):
+    """Every test starts from the production defaults: no botstack variable set, no cached settings."""
+    for name in list(os.environ):
+        if _is_ours(name):
+            monkeypatch.delenv(name)
+    settings_or_exit.cache_clear()
+    yield
+    settings_or_exit.cache_clear()
+
+
+@pytest.fixture
+def subprocess_env() -> Callable[..., dict[str, str]]:
+    """An environment for a child `python3 -m ...` run from the repository root."""
+
+    def make(**overrides: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not _is_ours(k)}
+        env.pop("PYTHONWARNINGS", None)
+        env["PYTHONPATH"] = str(ROOT)
+        env.update(overrides)
+        return env
+
+    return make
+
+
+@pytest.fixture
+def restore_logging():
+    """setup_logging() changes process-wide state; put it back after the test."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    quiet = {name: logging.getLogger(name).level for name in ("httpx", "httpcore", "apscheduler", "pymongo")}
+    saved_hook = sys.excepthook
+    yield
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+    for name, level in quiet.items():
+        logging.getLogger(name).setLevel(level)
+    sys.excepthook = saved_hook
+    logging.captureWarnings(False)
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, interval_s: float = 0.02, what: str = ""):
+    """Poll `predicate` until it returns something truthy; fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(interval_s)
+
+
+class FakeClock:
+    """An injected clock for the sidecar: time moves only when the test says so."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()

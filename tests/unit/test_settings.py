@@ -1,0 +1,119 @@
+"""services/common/settings.py: production defaults, and a bad value stops a program with
+one line naming the variable and exit code 78."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from services.common.settings import EX_CONFIG, ConfigError, load_settings, settings_or_exit
+from tests.unit.conftest import BOT_ID, ROOT, TOKEN
+
+
+def test_defaults_are_production(monkeypatch):
+    settings = load_settings()
+
+    assert settings.env == "production"
+    assert settings.reload is False
+    assert settings.debug is False
+    assert settings.access_log is False
+    assert settings.log_level == "INFO"
+    assert settings.telegram_bot_token is None
+    assert settings.mongodb_uri.startswith("mongodb://127.0.0.1:27017")
+    assert settings.telegram_api_base_url == "https://api.telegram.org/bot"
+
+
+@pytest.mark.parametrize("variable", ["BOTSTACK_RELOAD", "BOTSTACK_DEBUG"])
+def test_production_refuses_development_option_naming_it(monkeypatch, variable):
+    monkeypatch.setenv("BOTSTACK_ENV", "production")
+    monkeypatch.setenv(variable, "true")
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert caught.value.variable == variable
+    assert str(caught.value).startswith(f"{variable}: ")
+
+
+def test_development_allows_reload_and_debug(monkeypatch):
+    monkeypatch.setenv("BOTSTACK_ENV", "development")
+    monkeypatch.setenv("BOTSTACK_RELOAD", "true")
+    monkeypatch.setenv("BOTSTACK_DEBUG", "true")
+
+    settings = load_settings()
+
+    assert (settings.env, settings.reload, settings.debug) == ("development", True, True)
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("MONGODB_URI", "nonsense"),
+        ("MONGODB_URI", "mongodb://127.0.0.1:notaport/"),
+        ("TELEGRAM_BOT_TOKEN", "not-a-token"),
+        ("BOTSTACK_API_PORT", "abc"),
+        ("BOTSTACK_ENV", "prod"),
+    ],
+)
+def test_bad_value_raises_config_error_naming_its_variable(monkeypatch, variable, value):
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+
+    assert caught.value.variable == variable
+    assert caught.value.message  # says what is wrong, not just where
+
+
+def test_valid_token_is_accepted_and_only_its_public_id_is_exposed(monkeypatch):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+
+    settings = load_settings()
+
+    assert settings.telegram_bot_token.get_secret_value() == TOKEN
+    assert settings.bot_id == str(BOT_ID)
+    assert TOKEN not in repr(settings)
+
+
+def test_settings_or_exit_exits_78_with_one_stderr_line_naming_the_variable(monkeypatch, capsys):
+    monkeypatch.setenv("BOTSTACK_API_PORT", "abc")
+
+    with pytest.raises(SystemExit) as caught:
+        settings_or_exit("api")
+
+    assert caught.value.code == EX_CONFIG == 78
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert "BOTSTACK_API_PORT" in lines[0]
+    assert lines[0].startswith("api: ")
+    assert "Traceback" not in err
+
+
+def _run_module(module: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", module], cwd=ROOT, env=env, capture_output=True, text=True, timeout=30
+    )
+
+
+def test_api_program_refuses_reload_in_production_with_exit_78(subprocess_env):
+    result = _run_module("services.api", subprocess_env(BOTSTACK_RELOAD="true"))
+
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "BOTSTACK_RELOAD" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # stopped before doing anything, uvicorn included
+
+
+def test_bot_program_without_token_exits_78_naming_telegram_bot_token(subprocess_env):
+    result = _run_module("services.bot", subprocess_env())
+
+    assert result.returncode == 78, result.stderr
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "TELEGRAM_BOT_TOKEN" in lines[0]
+    assert "Traceback" not in result.stderr
