@@ -26,10 +26,11 @@ def status(run_dir: str) -> int:
     path = verdict_path(run_dir)
     try:
         verdict = json.loads(path.read_text())
-    except (OSError, ValueError):
+        age = time.time() - verdict["time"]
+    except (OSError, ValueError, KeyError, TypeError):
         print("unhealthy: the health sidecar has published no verdict")
         return 1
-    if time.time() - verdict["time"] > STALE_AFTER_S:
+    if age > STALE_AFTER_S:
         print(f"unhealthy: the health sidecar's verdict is older than {STALE_AFTER_S} s")
         return 1
     print(verdict["status"] + "".join(f"\n- {r}" for r in verdict["reasons"]))

@@ -42,7 +42,7 @@ class Sidecar:
         now = self.clock()
         try:
             infos = {i["name"]: i for i in self.rpc.supervisor.getAllProcessInfo()}
-        except (OSError, xmlrpc.client.Fault) as exc:
+        except (OSError, xmlrpc.client.Error) as exc:
             verdict = {"status": "unhealthy", "reasons": [f"supervisord: {exc}"], "time": now}
             self._publish(verdict)
             return verdict
@@ -67,7 +67,10 @@ class Sidecar:
             return
         if now >= state.next_due:
             state.next_due = now + probe.period_s
-            ok, detail = probe.check()
+            try:
+                ok, detail = probe.check()
+            except Exception as exc:  # a probe must never take the sidecar down
+                ok, detail = False, f"{type(exc).__name__}: {exc}"
             if ok != state.last_ok:
                 level = logging.INFO if ok else logging.WARNING
                 log.log(level, "%s probe %s: %s", probe.program, "passes" if ok else "fails", detail)

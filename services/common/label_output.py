@@ -43,6 +43,8 @@ def main(argv: list[str]) -> int:
     prefix = f"{name} ".encode()
     out = sys.stdout.buffer
     for line in iter(child.stdout.readline, b""):
+        if not line.endswith(b"\n"):
+            line += b"\n"
         out.write(prefix + line)
         out.flush()
     status = child.wait()

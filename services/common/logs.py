@@ -26,19 +26,23 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
 
 
 class RedactingFormatter(logging.Formatter):
-    def __init__(self, fmt: str, secrets: tuple[str, ...] = ()) -> None:
+    def __init__(self, fmt: str, program: str = "", secrets: tuple[str, ...] = ()) -> None:
         super().__init__(fmt, datefmt="%Y-%m-%dT%H:%M:%S")
         self.converter = time.gmtime
+        self.program = program
         self.secrets = secrets
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record), self.secrets)
+        text = redact(super().format(record), self.secrets)
+        if self.program:  # continuation lines (tracebacks) name the program too
+            text = text.replace("\n", f"\n{self.program} | ")
+        return text
 
 
 def setup_logging(program: str, level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        RedactingFormatter(f"%(asctime)sZ {program} %(levelname)s %(name)s: %(message)s", secrets)
+        RedactingFormatter(f"%(asctime)sZ {program} %(levelname)s %(name)s: %(message)s", program, secrets)
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

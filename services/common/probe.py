@@ -5,6 +5,7 @@ For Docker/compose HEALTHCHECK: the image has no curl, and this needs only the s
 
 from __future__ import annotations
 
+import http.client
 import sys
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ def check(url: str, timeout_s: float) -> tuple[bool, str]:
             return 200 <= response.status < 300, f"{response.status}"
     except urllib.error.HTTPError as exc:
         return False, f"{exc.code} {exc.read(300).decode(errors='replace')}"
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         return False, f"{type(exc).__name__}: {exc}"
 
 

@@ -64,13 +64,6 @@ def test_form_encoded_send_message_with_reply_parameters_json(client):
     assert sent[-1]["reply_to_update_id"] == update_id
 
 
-def test_send_message_without_chat_id_is_400_bad_request(client):
-    r = client.post(f"/bot{TOKEN}/sendMessage", data={"text": "x"})
-
-    assert r.status_code == 400
-    assert r.json()["description"].startswith("Bad Request:")
-
-
 def test_inject_then_get_updates_roundtrip_and_offset_confirms(client):
     client.get(f"/bot{TOKEN}/getMe")
     update_id = client.post(f"/_emulator/bots/{BOT_ID}/updates", json={"text": "/start"}).json()["update_id"]
@@ -85,8 +78,6 @@ def test_inject_then_get_updates_roundtrip_and_offset_confirms(client):
     assert client.get(f"/_emulator/bots/{BOT_ID}/stats").json()["pending"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: inject before the bot's first call creates it with secret='' "
-                   "so its real token is then refused (services/emulator/server.py bot_for_token)")
 def test_update_injected_before_the_bots_first_call_is_delivered(client):
     update_id = client.post(f"/_emulator/bots/{BOT_ID}/updates", json={"text": "early"}).json()["update_id"]
 

@@ -58,16 +58,6 @@ def test_offset_confirms_and_drops_lower_update_ids():
     assert [u["update_id"] for u in bot.pending] == [ids[2]]
 
 
-def test_limit_is_clamped_to_at_least_one():
-    async def scenario():
-        bot = _bot()
-        for t in ("a", "b"):
-            bot.inject({"text": t})
-        return await bot.get_updates(None, 0, 0)
-
-    assert len(asyncio.run(scenario())) == 1
-
-
 def test_second_waiting_poll_terminates_the_first_with_telegrams_409_conflict():
     async def scenario():
         bot = _bot()

@@ -81,16 +81,6 @@ def test_program_not_running_makes_verdict_unhealthy_naming_it(verdict_path, clo
     assert verdict["reasons"] == ["bot: FATAL Exited too quickly (process log may have details)"]
 
 
-def test_all_programs_running_and_probes_passing_is_healthy(verdict_path, clock):
-    clock.advance(60)
-    probe = ScriptedProbe("api", script=[True])
-
-    verdict = _sidecar([proc("api"), proc("web")], [probe], verdict_path, clock).tick()
-
-    assert verdict == {"status": "healthy", "reasons": [], "time": clock.now}
-    assert probe.calls == 1
-
-
 def test_probe_failures_below_threshold_stay_healthy_and_at_threshold_turn_unhealthy(verdict_path, clock):
     clock.advance(60)  # well past the start grace
     probe = ScriptedProbe("api", period_s=2.0, failure_threshold=3, script=[False, False, False, True])
@@ -200,3 +190,30 @@ def test_status_is_1_when_verdict_is_not_fresh_and_healthy(tmp_path, capsys, cas
     assert out.startswith("unhealthy")
     if case == "unhealthy":
         assert "- bot: FATAL" in out
+
+
+def test_http_probe_reports_a_non_http_answer_as_failure_instead_of_raising():
+    import socket
+    import threading
+
+    from services.common.probes import HttpProbe
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def answer_garbage():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"garbage\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        ok, detail = HttpProbe("api", url=f"http://127.0.0.1:{port}/health", timeout_s=2).check()
+    finally:
+        thread.join(5)
+        server.close()
+
+    assert ok is False
+    assert detail

@@ -71,8 +71,6 @@ def test_setup_logging_quiets_httpx_and_labels_each_line(restore_logging, capsys
     assert SECRET_PART not in "\n".join(lines)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: traceback continuation lines carry no program name "
-                   "(services/common/logs.py RedactingFormatter.format)")
 def test_every_line_of_a_logged_traceback_names_the_program(restore_logging, capsys):
     setup_logging("api")
     try:

@@ -12,7 +12,7 @@ from services.common.settings import EX_CONFIG, ConfigError, load_settings, sett
 from tests.unit.conftest import BOT_ID, ROOT, TOKEN
 
 
-def test_defaults_are_production(monkeypatch):
+def test_defaults_are_production():
     settings = load_settings()
 
     assert settings.env == "production"
