@@ -51,8 +51,10 @@ ENV BOTSTACK_VERSION="${VERSION}" \
 USER botstack
 EXPOSE 8000 8080
 STOPSIGNAL SIGTERM
-HEALTHCHECK --interval=10s --timeout=4s --start-period=30s --retries=3 \
-    CMD python -m services.common.probe "http://127.0.0.1:${BOTSTACK_API_PORT:-8000}/ready"
+# The sidecar's verdict: healthy, or degraded (a dependency down, programs alive) exit 0;
+# unhealthy (a program down, hung or crash-looping) exit 1. --start-interval needs engine 25+.
+HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --start-interval=1s --retries=3 \
+    CMD ["python", "-m", "healthcheck", "status"]
 CMD ["supervisord", "-c", "/app/supervisord.conf"]
 
 

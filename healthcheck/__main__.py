@@ -1,45 +1,38 @@
 """botstack health sidecar.
 
 usage: python -m healthcheck          run the sidecar (supervisord starts it; see supervisor.conf)
-       python -m healthcheck status   print the latest verdict; exit 0 healthy, 1 otherwise
+       python -m healthcheck status   print the latest verdict: exit 0 when healthy or degraded
+                                      (programs alive, a dependency down), 1 when unhealthy
 """
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
-import time
-from pathlib import Path
 
 from services.common.settings import settings_or_exit
+from services.common.verdict import STALE_AFTER_S, read_verdict, verdict_path
 
 PROGRAM = "healthcheck"
-STALE_AFTER_S = 30
-
-
-def verdict_path(run_dir: str) -> Path:
-    return Path(run_dir) / "health.json"
 
 
 def status(run_dir: str) -> int:
-    path = verdict_path(run_dir)
-    try:
-        verdict = json.loads(path.read_text())
-        age = time.time() - verdict["time"]
-    except (OSError, ValueError, KeyError, TypeError):
-        print("unhealthy: the health sidecar has published no verdict")
-        return 1
-    if age > STALE_AFTER_S:
-        print(f"unhealthy: the health sidecar's verdict is older than {STALE_AFTER_S} s")
+    verdict = read_verdict(run_dir)
+    if verdict is None:
+        print(f"unhealthy: the health sidecar has published no verdict in the last {STALE_AFTER_S} s")
         return 1
     print(verdict["status"] + "".join(f"\n- {r}" for r in verdict["reasons"]))
-    return 0 if verdict["status"] == "healthy" else 1
+    return 1 if verdict["status"] == "unhealthy" else 0
 
 
 def run() -> int:
+    from pymongo import MongoClient
+
+    from healthcheck.events import COLLECTION, EventLog
+    from healthcheck.policy import HealPolicy
     from healthcheck.sidecar import Sidecar
     from services.api.probe import probe as api_probe
+    from services.api.probe import readiness as api_readiness
     from services.bot.probe import probe as bot_probe
     from services.common.logs import setup_logging
     from services.common.supervisor import rpc
@@ -56,8 +49,20 @@ def run() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    probes = [p(settings) for p in (mongodb_probe, api_probe, web_probe, bot_probe)]
-    sidecar = Sidecar(rpc(settings.supervisor_socket), probes, verdict_path(settings.run_dir))
+    ms = 1000
+    events_db = MongoClient(settings.mongodb_uri, appname="botstack-healthcheck", serverSelectionTimeoutMS=ms,
+                            connectTimeoutMS=ms, socketTimeoutMS=ms)[settings.mongodb_db]
+    events = EventLog(events_db[COLLECTION])
+    events.start_writer()
+    sidecar = Sidecar(
+        # Longer than any single call the sidecar makes (it never waits on supervisord's stops).
+        rpc(settings.supervisor_socket, timeout_s=15),
+        [p(settings) for p in (mongodb_probe, api_probe, web_probe, bot_probe)],
+        verdict_path(settings.run_dir),
+        readiness=api_readiness(settings),
+        policy=HealPolicy.from_settings(settings),
+        events=events,
+    )
     sidecar.runforever(lambda: stopping)
     return 0
 

@@ -1,8 +1,18 @@
-"""The sidecar's loop: ask supervisord what runs, probe what should answer, publish a verdict.
+"""The sidecar's loop: ask supervisord what runs, probe what should answer, heal, report.
 
 Shaped like superlance's listeners: every collaborator (the supervisord RPC proxy, the probes,
-the clock, where the verdict goes) is handed in, so tests can drive it with fakes and one tick
-at a time. This step observes and reports; it does not restart anything yet.
+the clock, the event log) is handed in, so tests drive it with fakes one tick at a time.
+
+What it does, and what it never does:
+- a program that is RUNNING but fails its liveness probe `failure_threshold` times in a row
+  is hung: it gets SIGTERM (and SIGCONT, so a stopped process can honour it), then SIGKILL
+  after a short grace; supervisord's autorestart starts it again;
+- a program that reached FATAL is started again with exponential backoff;
+- a program that exits is restarted by supervisord itself; the sidecar only records it;
+- readiness is not liveness: the API failing /ready because MongoDB is down makes the
+  container *degraded*, and nothing is restarted for it;
+- nothing is done unless supervisord itself is RUNNING (never during shutdown), and only
+  through supervisord's XML-RPC API, only to the program that is sick.
 """
 
 from __future__ import annotations
@@ -12,21 +22,34 @@ import logging
 import os
 import time
 import xmlrpc.client
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from healthcheck.events import Event, EventLog
+from healthcheck.policy import Backoff, HealPolicy
 from services.common.probes import Probe
 
 log = logging.getLogger("botstack.healthcheck")
 
+DOWN_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
+
 
 @dataclass
-class ProbeState:
+class Watched:
+    """What the sidecar remembers about one program between ticks."""
+
+    backoff: Backoff
+    pid: int = 0
     failures: int = 0
     last_ok: bool | None = None
-    last_detail: str = ""
-    next_due: float = 0.0
+    detail: str = ""
+    latency_s: float | None = None
+    next_probe: float = 0.0
+    retry_at: float | None = None
+    healing: bool = False
 
 
 @dataclass
@@ -34,57 +57,194 @@ class Sidecar:
     rpc: xmlrpc.client.ServerProxy
     probes: list[Probe]
     verdict_path: Path
-    tick_s: float = 1.0
+    readiness: Probe | None = None
+    policy: HealPolicy = field(default_factory=HealPolicy)
+    events: EventLog = field(default_factory=EventLog)
+    own_name: str = "healthcheck"
+    tick_s: float = 0.5
     clock: Callable[[], float] = time.time
-    states: dict[str, ProbeState] = field(default_factory=dict)
+    sleep: Callable[[float], None] = time.sleep
+    watched: dict[str, Watched] = field(default_factory=dict)
+    ready: tuple[bool, str] = (True, "")
+    _next_ready: float = 0.0
+    # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
+    # a client library does internally (pymongo retries server selection, for one).
+    _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "probe"))
 
+    # --- one pass -------------------------------------------------------------------
     def tick(self) -> dict:
         now = self.clock()
         try:
+            supervisord_state = self.rpc.supervisor.getState()["statename"]
             infos = {i["name"]: i for i in self.rpc.supervisor.getAllProcessInfo()}
         except (OSError, xmlrpc.client.Error) as exc:
-            verdict = {"status": "unhealthy", "reasons": [f"supervisord: {exc}"], "time": now}
-            self._publish(verdict)
-            return verdict
-        reasons: list[str] = []
+            return self._publish({"status": "unhealthy", "reasons": [f"supervisord: {exc}"],
+                                  "time": now, "programs": {}})
+        acting = supervisord_state == "RUNNING"
+        probes = {p.program: p for p in self.probes}
+        unhealthy: list[str] = []
+        degraded: list[str] = []
         for name, info in sorted(infos.items()):
-            if name == "healthcheck":
+            if name == self.own_name:
                 continue
-            if info["statename"] != "RUNNING":
-                reasons.append(f"{name}: {info['statename']} {info.get('description', '')}".strip())
-        for probe in self.probes:
-            self._run_probe(probe, infos.get(probe.program), now, reasons)
-        verdict = {"status": "unhealthy" if reasons else "healthy", "reasons": reasons, "time": now}
-        self._publish(verdict)
-        return verdict
+            w = self.watched.setdefault(name, Watched(Backoff(self.policy)))
+            self._notice_exit(name, info, w, now)
+            state = info["statename"]
+            if state == "RUNNING":
+                w.retry_at = None
+                w.backoff.note_up_since(info["start"], now)
+                probe = probes.get(name)
+                if probe and self._probe(probe, info, w, now) and acting:
+                    self._heal_hang(name, info, w, probe)
+                if w.failures >= (probe.failure_threshold if probe else 1):
+                    unhealthy.append(f"{name}: not answering ({w.detail})")
+            elif state == "FATAL":
+                unhealthy.append(self._crash_loop(name, info, w, now, acting))
+            elif state in DOWN_STATES:
+                unhealthy.append(f"{name}: {state} {info.get('description', '')}".strip())
+            elif state == "STOPPED":
+                degraded.append(f"{name}: stopped by an operator")
+            else:  # STARTING, STOPPING
+                degraded.append(f"{name}: {state}")
+            if state != "RUNNING":
+                w.failures, w.last_ok = 0, None
+        if self.readiness and infos.get(self.readiness.program, {}).get("statename") == "RUNNING":
+            if now >= self._next_ready:
+                self._next_ready = now + self.readiness.period_s
+                self.ready = self._check(self.readiness)
+            if not self.ready[0]:
+                degraded.append(f"{self.readiness.program}: not ready ({self.ready[1]})")
+        status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
+        return self._publish({
+            "status": status,
+            "reasons": unhealthy + degraded,
+            "time": now,
+            "supervisord": supervisord_state,
+            "programs": {n: self._program_view(n, infos[n]) for n in sorted(infos) if n != self.own_name},
+        })
 
-    def _run_probe(self, probe: Probe, info: dict | None, now: float, reasons: list[str]) -> None:
-        state = self.states.setdefault(probe.program, ProbeState())
-        if info is None or info["statename"] != "RUNNING":
-            state.failures = 0
-            return
+    # --- observation ----------------------------------------------------------------
+    def _notice_exit(self, name: str, info: dict, w: Watched, now: float) -> None:
+        """A new PID that the sidecar did not cause is a crash supervisord already handled."""
+        pid = info.get("pid") or 0
+        if pid and w.pid and pid != w.pid and not w.healing:
+            self.events.record(Event(now, name, "crash", "exited unexpectedly; supervisord restarted it",
+                                     w.pid, pid))
+        if pid:
+            w.pid = pid
+            w.healing = False
+
+    def _probe(self, probe: Probe, info: dict, w: Watched, now: float) -> bool:
+        """Run the probe when due; True when the program counts as hung."""
         if now - info["start"] < probe.start_grace_s:
-            return
-        if now >= state.next_due:
-            state.next_due = now + probe.period_s
-            try:
-                ok, detail = probe.check()
-            except Exception as exc:  # a probe must never take the sidecar down
-                ok, detail = False, f"{type(exc).__name__}: {exc}"
-            if ok != state.last_ok:
-                level = logging.INFO if ok else logging.WARNING
-                log.log(level, "%s probe %s: %s", probe.program, "passes" if ok else "fails", detail)
-            state.failures = 0 if ok else state.failures + 1
-            state.last_ok, state.last_detail = ok, detail
-        if state.failures >= probe.failure_threshold:
-            reasons.append(f"{probe.program}: probe failed {state.failures} times: {state.last_detail}")
+            w.failures = 0
+            return False
+        if now >= w.next_probe:
+            w.next_probe = now + probe.period_s
+            t0 = time.monotonic()
+            ok, detail = self._check(probe)
+            w.latency_s = time.monotonic() - t0
+            if ok != w.last_ok:
+                log.log(logging.INFO if ok else logging.WARNING, "%s probe %s: %s",
+                        probe.program, "passes" if ok else "fails", detail)
+            w.failures = 0 if ok else w.failures + 1
+            w.last_ok, w.detail = ok, detail
+        return w.failures >= probe.failure_threshold
 
-    def _publish(self, verdict: dict) -> None:
+    def _check(self, probe: Probe) -> tuple[bool, str]:
+        future = self._pool.submit(probe.check)
+        try:
+            return future.result(timeout=probe.timeout_s)
+        except FutureTimeout:
+            return False, f"no answer within {probe.timeout_s} s"
+        except Exception as exc:  # a probe must never take the sidecar down
+            return False, f"{type(exc).__name__}: {exc}"
+
+    # --- actions --------------------------------------------------------------------
+    def _heal_hang(self, name: str, info: dict, w: Watched, probe: Probe) -> None:
+        old_pid = info["pid"]
+        reason = f"liveness probe failed {w.failures} times: {w.detail}"
+        log.warning("%s (pid %s) is hung: %s; restarting it", name, old_pid, reason)
+        try:
+            self.rpc.supervisor.signalProcess(name, "TERM")
+            self.rpc.supervisor.signalProcess(name, "CONT")  # a stopped process may then exit cleanly
+            if not self._wait_for_exit(name, old_pid, self.policy.hang_term_grace_s):
+                self.rpc.supervisor.signalProcess(name, "KILL")
+            new_pid = self._wait_for_new_pid(name, old_pid, timeout_s=10.0)
+        except (OSError, xmlrpc.client.Error) as exc:
+            log.error("could not restart %s: %s", name, exc)
+            return
+        w.healing = True
+        w.failures, w.last_ok, w.next_probe = 0, None, 0.0
+        self.events.record(Event(self.clock(), name, "hang", reason, old_pid, new_pid))
+        self._escalate_if_needed(name, w)
+
+    def _crash_loop(self, name: str, info: dict, w: Watched, now: float, acting: bool) -> str:
+        if w.retry_at is None:
+            delay = w.backoff.schedule(now)
+            w.retry_at = w.backoff.next_at
+            log.warning("%s is FATAL (%s); next start attempt in %.0f s", name, info.get("description", ""), delay)
+            self._escalate_if_needed(name, w)
+        elif acting and now >= w.retry_at:
+            log.warning("starting FATAL program %s (attempt %d)", name, w.backoff.attempts)
+            try:
+                self.rpc.supervisor.startProcess(name, False)
+            except (OSError, xmlrpc.client.Error) as exc:
+                log.error("could not start %s: %s", name, exc)
+            w.retry_at = None
+            w.healing = True
+            self.events.record(Event(now, name, "fatal", "crash loop: started again after backoff", w.pid, None))
+        wait = max(0.0, (w.retry_at or now) - now)
+        return f"{name}: FATAL (crash loop), next start attempt in {wait:.0f} s"
+
+    def _escalate_if_needed(self, name: str, w: Watched) -> None:
+        if w.backoff.note_failure(self.clock()) and self.policy.escalation == "exit":
+            log.critical("%s failed more than %d times in %.0f s; stopping supervisord so the "
+                         "orchestrator replaces the container", name, self.policy.max_failures,
+                         self.policy.failure_window_s)
+            self.rpc.supervisor.shutdown()
+
+    def _wait_for_exit(self, name: str, pid: int, timeout_s: float) -> bool:
+        deadline = self.clock() + timeout_s
+        while True:
+            info = self.rpc.supervisor.getProcessInfo(name)
+            if info["pid"] != pid or info["statename"] not in ("RUNNING", "STOPPING"):
+                return True
+            if self.clock() >= deadline:
+                return False
+            self.sleep(0.1)
+
+    def _wait_for_new_pid(self, name: str, old_pid: int, timeout_s: float) -> int | None:
+        deadline = self.clock() + timeout_s
+        while self.clock() < deadline:
+            info = self.rpc.supervisor.getProcessInfo(name)
+            if info["pid"] and info["pid"] != old_pid:
+                return info["pid"]
+            if info["statename"] in ("EXITED", "STOPPED"):  # autorestart=false: start it ourselves
+                try:
+                    self.rpc.supervisor.startProcess(name, False)
+                except xmlrpc.client.Fault:  # ALREADY_STARTED: supervisord's autorestart won the race
+                    pass
+            self.sleep(0.1)
+        return None
+
+    # --- reporting ------------------------------------------------------------------
+    def _program_view(self, name: str, info: dict) -> dict:
+        w = self.watched.get(name)
+        view = {"state": info["statename"], "pid": info.get("pid") or 0, "start": info.get("start") or 0}
+        if w:
+            view.update(probe_ok=w.last_ok, probe_detail=w.detail, probe_latency_s=w.latency_s,
+                        next_retry=w.retry_at)
+        view.update(self.events.summary(name))
+        return view
+
+    def _publish(self, verdict: dict) -> dict:
         tmp = self.verdict_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(verdict))
         os.replace(tmp, self.verdict_path)
+        return verdict
 
     def runforever(self, should_stop: Callable[[], bool] = lambda: False) -> None:
         while not should_stop():
             self.tick()
-            time.sleep(self.tick_s)
+            self.sleep(self.tick_s)

@@ -1,4 +1,4 @@
-"""The HTTP API: liveness, readiness, build info and stats from MongoDB."""
+"""The HTTP API: liveness, readiness, build info, metrics and stats from MongoDB."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.api.routes import health, stats
+from services.api.routes import health, metrics, stats
 from services.common.db import database, make_client
 from services.common.http import identity_router
 from services.common.settings import settings_or_exit
@@ -40,4 +40,5 @@ def create_app() -> FastAPI:
     app.include_router(identity_router(settings, PROGRAM))
     app.include_router(health.router)
     app.include_router(stats.router)
+    app.include_router(metrics.router)
     return app

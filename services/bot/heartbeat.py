@@ -12,7 +12,7 @@ import os
 import time
 from pathlib import Path
 
-PERIOD_S = 2.0
+PERIOD_S = 1.0
 log = logging.getLogger(__name__)
 
 

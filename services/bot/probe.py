@@ -1,4 +1,7 @@
-"""How the health sidecar knows the bot is alive: its event loop keeps the heartbeat fresh."""
+"""How the health sidecar knows the bot is alive: its event loop keeps the heartbeat fresh.
+
+A process check cannot see a stuck event loop; a stale heartbeat can.
+"""
 
 from pathlib import Path
 
@@ -8,6 +11,5 @@ from services.common.settings import Settings
 
 
 def probe(settings: Settings) -> HeartbeatProbe:
-    return HeartbeatProbe(
-        "bot", path=Path(settings.run_dir) / "bot.heartbeat", max_age_s=3 * PERIOD_S
-    )
+    return HeartbeatProbe("bot", path=Path(settings.run_dir) / "bot.heartbeat", max_age_s=3 * PERIOD_S,
+                          period_s=1.0, failure_threshold=2, start_grace_s=5.0)

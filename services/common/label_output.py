@@ -2,8 +2,9 @@
 every line it prints starts with NAME, like the lines of botstack's own programs.
 
 supervisord copies a program's output to the container's stdout as it is; mongod's lines do
-not say who wrote them. This parent stays small: it forwards the termination signals,
-ends its child if it dies itself (PR_SET_PDEATHSIG), and exits with the child's status.
+not say who wrote them. This parent stays small: it forwards the termination signals
+(and SIGCONT), takes its child down with it if it is killed itself (PR_SET_PDEATHSIG with
+SIGKILL: a hung or stopped child could not honour SIGTERM), and exits with the child's status.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ PR_SET_PDEATHSIG = 1
 
 def _die_with_parent() -> None:
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: best effort
         pass
 
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> int:
         if child.poll() is None:
             child.send_signal(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGCONT):
         signal.signal(sig, forward)
     prefix = f"{name} ".encode()
     out = sys.stdout.buffer

@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     mongodb_db: str = Field("botstack", validation_alias="MONGODB_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     mongodb_timeout_ms: int = Field(2000, ge=100, le=60000)
 
+    # The health sidecar's healing policy (healthcheck/policy.py).
+    heal_backoff_base_s: float = Field(10.0, gt=0, le=3600)
+    heal_backoff_max_s: float = Field(300.0, gt=0, le=86400)
+    heal_quiet_reset_s: float = Field(600.0, gt=0)
+    heal_hang_term_grace_s: float = Field(2.0, ge=0, le=60)
+    heal_escalation: Literal["retry", "exit"] = "retry"
+    heal_max_failures: int = Field(5, ge=1)
+    heal_failure_window_s: float = Field(900.0, gt=0)
+
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
     telegram_api_base_url: str = Field(
         "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
@@ -150,16 +159,17 @@ def settings_or_exit(program: str) -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
-        print(f"{program}: configuration error: {exc}", file=sys.stderr, flush=True)
-        raise SystemExit(EX_CONFIG) from None
+        _fail(program, str(exc))
 
 
 def require(settings: Settings, field: str, program: str) -> None:
     """End `program` with 78 when a setting it needs is absent."""
     if getattr(settings, field) is None:
-        print(
-            f"{program}: configuration error: {env_name(field)}: is required by the {program} program",
-            file=sys.stderr,
-            flush=True,
-        )
-        raise SystemExit(EX_CONFIG)
+        _fail(program, f"{env_name(field)}: is required by the {program} program")
+
+
+def _fail(program: str, message: str) -> None:
+    # One write, so the line stays whole in output that several programs share.
+    sys.stderr.write(f"{program}: configuration error: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(EX_CONFIG)

@@ -1,4 +1,4 @@
-"""The dashboard: what supervisord runs right now, and which build it is."""
+"""The dashboard: what supervisord runs right now, how healthy it is, and which build it is."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from services.common.buildinfo import build_info
 from services.common.http import identity_router
 from services.common.supervisor import programs, rpc
 from services.common.settings import settings_or_exit
+from services.common.verdict import read_verdict
 
 PROGRAM = "web"
 log = logging.getLogger(__name__)
@@ -38,7 +39,12 @@ def create_app() -> FastAPI:
         return templates.TemplateResponse(
             request,
             "index.html",
-            {"programs": rows, "error": error, "build": build_info(settings, PROGRAM)},
+            {
+                "programs": rows,
+                "error": error,
+                "build": build_info(settings, PROGRAM),
+                "health": read_verdict(settings.run_dir) or {"status": "unknown", "reasons": [], "programs": {}},
+            },
             headers={"Cache-Control": "no-store"},
         )
 

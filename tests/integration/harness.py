@@ -109,6 +109,27 @@ class Stack:
             return programs
         return None
 
+    def signal(self, pid: int, sig: str) -> None:
+        code, out = self.exec(["sh", "-c", f"kill -{sig} {pid}"])
+        assert code == 0, out
+
+    def child_pid(self, pid: int) -> int:
+        """The one child of `pid` (mongod under its output-labelling parent)."""
+        code, out = self.exec(["cat", f"/proc/{pid}/task/{pid}/children"])
+        assert code == 0 and out.split(), out
+        return int(out.split()[0])
+
+    def health(self) -> tuple[int, str]:
+        """`python -m healthcheck status`, as Docker's HEALTHCHECK runs it."""
+        return self.exec(["python", "-m", "healthcheck", "status"])
+
+    def rpc(self, call: str) -> str:
+        """One supervisord XML-RPC call made inside the container, e.g. "stopProcess('mongodb')"."""
+        code, out = self.exec(["python", "-c", "from services.common.supervisor import rpc; "
+                               f"print(rpc('/run/botstack/supervisor.sock').supervisor.{call})"])
+        assert code == 0, out
+        return out.strip()
+
     def ready(self) -> bool:
         return http_get(f"{self.api}/ready").status_code == 200
 
@@ -120,3 +141,8 @@ class Stack:
         programs = wait_until(self.all_running, timeout_s, "all five programs RUNNING")
         wait_until(self.ready, timeout_s, "/ready 200")
         return programs
+
+
+def identities(programs: dict, names=PROGRAMS) -> dict:
+    """(pid, start) per program: equal before and after means nothing was restarted."""
+    return {n: (programs[n]["pid"], programs[n]["start"]) for n in names}

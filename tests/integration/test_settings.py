@@ -46,7 +46,8 @@ def test_no_reload_in_production(docker_client, stack_image, start_stack):
     stack = start_stack(BOTSTACK_RELOAD="true")
     for program in ("api", "web", "bot"):
         wait_until(lambda: f"exited: {program} (exit status 78" in stack.logs(), 60, f"{program} to exit 78")
-        assert re.search(rf"^{program}: configuration error: BOTSTACK_RELOAD: ", stack.logs(), re.M)
+        refusal = re.compile(rf"^{program}: configuration error: BOTSTACK_RELOAD: .*production.*$", re.M)
+        assert refusal.search(stack.logs()), f"no whole refusal line from {program}"
 
 
 def test_invalid_settings_stop_the_api_with_one_line(start_stack):

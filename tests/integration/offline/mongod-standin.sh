@@ -15,4 +15,4 @@ while [ $# -gt 0 ]; do
   esac
 done
 exec /usr/local/lib/ferretdb-standin/ferretdb --handler=sqlite --sqlite-url="file:$dbpath/" \
-  --listen-addr="$bind:$port" --state-dir=- --telemetry=disable --debug-addr=- --log-level=warn
+  --listen-addr="$bind:$port" --state-dir=- --telemetry=disable --debug-addr=- --log-level=error

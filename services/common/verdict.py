@@ -1,0 +1,26 @@
+"""The health sidecar's verdict, as a file in the run directory: written by the sidecar,
+read by `python -m healthcheck status` (Docker's HEALTHCHECK), the dashboard and /metrics.
+A file keeps working when MongoDB is the thing that is down."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+STALE_AFTER_S = 30
+
+
+def verdict_path(run_dir: str) -> Path:
+    return Path(run_dir) / "health.json"
+
+
+def read_verdict(run_dir: str) -> dict | None:
+    """The latest verdict, or None when there is none, it is unreadable, or it is stale."""
+    try:
+        verdict = json.loads(verdict_path(run_dir).read_text())
+        if time.time() - verdict["time"] > STALE_AFTER_S:
+            return None
+        return verdict
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
