@@ -67,8 +67,8 @@ class EventLog:
             log.debug("health events kept for later: %s", exc)
             return False
         with self._lock:
-            for _ in batch:
-                if self.pending:
+            for event in batch:  # by identity: a full queue may have dropped some meanwhile
+                if self.pending and self.pending[0] is event:
                     self.pending.popleft()
         return True
 

@@ -35,6 +35,7 @@ from services.common.probes import Probe
 log = logging.getLogger("botstack.healthcheck")
 
 DOWN_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
+NOT_RUNNING = 70  # supervisor.xmlrpc.Faults.NOT_RUNNING
 
 
 @dataclass
@@ -166,10 +167,10 @@ class Sidecar:
         reason = f"liveness probe failed {w.failures} times: {w.detail}"
         log.warning("%s (pid %s) is hung: %s; restarting it", name, old_pid, reason)
         try:
-            self.rpc.supervisor.signalProcess(name, "TERM")
-            self.rpc.supervisor.signalProcess(name, "CONT")  # a stopped process may then exit cleanly
+            self._signal(name, "TERM")
+            self._signal(name, "CONT")  # a stopped process may then exit cleanly
             if not self._wait_for_exit(name, old_pid, self.policy.hang_term_grace_s):
-                self.rpc.supervisor.signalProcess(name, "KILL")
+                self._signal(name, "KILL")
             new_pid = self._wait_for_new_pid(name, old_pid, timeout_s=10.0)
         except (OSError, xmlrpc.client.Error) as exc:
             log.error("could not restart %s: %s", name, exc)
@@ -179,8 +180,15 @@ class Sidecar:
         self.events.record(Event(self.clock(), name, "hang", reason, old_pid, new_pid))
         self._escalate_if_needed(name, w)
 
+    def _signal(self, name: str, sig: str) -> None:
+        try:
+            self.rpc.supervisor.signalProcess(name, sig)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != NOT_RUNNING:  # already gone is what we want
+                raise
+
     def _crash_loop(self, name: str, info: dict, w: Watched, now: float, acting: bool) -> str:
-        if w.retry_at is None:
+        if w.retry_at is None and acting:
             delay = w.backoff.schedule(now)
             w.retry_at = w.backoff.next_at
             log.warning("%s is FATAL (%s); next start attempt in %.0f s", name, info.get("description", ""), delay)
@@ -202,7 +210,10 @@ class Sidecar:
             log.critical("%s failed more than %d times in %.0f s; stopping supervisord so the "
                          "orchestrator replaces the container", name, self.policy.max_failures,
                          self.policy.failure_window_s)
-            self.rpc.supervisor.shutdown()
+            try:
+                self.rpc.supervisor.shutdown()
+            except (OSError, xmlrpc.client.Error) as exc:
+                log.error("could not stop supervisord: %s", exc)
 
     def _wait_for_exit(self, name: str, pid: int, timeout_s: float) -> bool:
         deadline = self.clock() + timeout_s

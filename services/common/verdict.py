@@ -19,6 +19,9 @@ def read_verdict(run_dir: str) -> dict | None:
     """The latest verdict, or None when there is none, it is unreadable, or it is stale."""
     try:
         verdict = json.loads(verdict_path(run_dir).read_text())
+        if not isinstance(verdict, dict) or not isinstance(verdict.get("status"), str) \
+                or not isinstance(verdict.get("reasons"), list):
+            return None
         if time.time() - verdict["time"] > STALE_AFTER_S:
             return None
         return verdict
