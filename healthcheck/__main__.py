@@ -22,6 +22,9 @@ def status(run_dir: str) -> int:
         print(f"unhealthy: the health sidecar has published no verdict in the last {STALE_AFTER_S} s")
         return 1
     print(verdict["status"] + "".join(f"\n- {r}" for r in verdict["reasons"]))
+    bot = verdict.get("bot")
+    if isinstance(bot, dict):
+        print(f"bot: {bot.get('role')} ({bot.get('mode')} mode), {bot.get('conflicts', 0)} conflicts")
     return 0 if verdict["status"] in ("healthy", "degraded") else 1
 
 
@@ -34,6 +37,7 @@ def run() -> int:
     from services.api.probe import probe as api_probe
     from services.api.probe import readiness as api_readiness
     from services.bot.probe import probe as bot_probe
+    from services.bot.status import read_status
     from services.common.logs import setup_logging
     from services.common.supervisor import rpc
     from services.mongodb.probe import probe as mongodb_probe
@@ -62,6 +66,7 @@ def run() -> int:
         readiness=api_readiness(settings),
         policy=HealPolicy.from_settings(settings),
         events=events,
+        bot_status=lambda: read_status(settings.run_dir),
     )
     sidecar.runforever(lambda: stopping)
     return 0

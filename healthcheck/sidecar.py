@@ -62,6 +62,8 @@ class Sidecar:
     policy: HealPolicy = field(default_factory=HealPolicy)
     events: EventLog = field(default_factory=EventLog)
     own_name: str = "healthcheck"
+    # What the bot reports about itself (active/standby, conflicts): shown, never acted on.
+    bot_status: Callable[[], dict | None] = lambda: None
     tick_s: float = 0.5
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -121,6 +123,7 @@ class Sidecar:
             "reasons": unhealthy + degraded,
             "time": now,
             "supervisord": supervisord_state,
+            "bot": self.bot_status(),
             "programs": {n: self._program_view(n, infos[n]) for n in sorted(infos) if n != self.own_name},
         })
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from contextlib import asynccontextmanager
 
+import httpx
+
 from fastapi import FastAPI
 
-from services.api.routes import health, metrics, stats
+from services.api.routes import health, metrics, stats, webhook
 from services.common.db import database, make_client
 from services.common.http import identity_router
 from services.common.settings import settings_or_exit
@@ -23,9 +25,11 @@ def create_app() -> FastAPI:
         client = make_client(settings, PROGRAM)
         app.state.mongo = client
         app.state.db = database(client, settings)
+        app.state.http = httpx.AsyncClient(timeout=10.0)
         try:
             yield
         finally:
+            await app.state.http.aclose()
             await client.close()
 
     app = FastAPI(
@@ -41,4 +45,5 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(metrics.router)
+    app.include_router(webhook.router)
     return app

@@ -5,12 +5,20 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timezone
 
+from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from telegram import Update
-from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
+from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
+from telegram.ext import (
+    Application,
+    CallbackQueryHandler,
+    CommandHandler,
+    ContextTypes,
+    MessageHandler,
+    filters,
+)
 
 from services.common.buildinfo import build_info
-from services.common.collections import MESSAGES, USERS
+from services.common.collections import CONTEXTS, MESSAGES, USERS
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -66,9 +74,52 @@ async def version(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         f"version {info['version']}\n"
         f"git_sha {info['git_sha']}\n"
         f"started_at {info['started_at']}\n"
-        f"uptime_s {int(info['uptime_s'])}",
+        f"uptime_s {int(info['uptime_s'])}\n"
+        f"instance {context.bot_data.get('instance', '?')}",
         do_quote=True,
     )
+
+
+PRESS = "press"
+
+
+def _keyboard() -> InlineKeyboardMarkup:
+    return InlineKeyboardMarkup([[InlineKeyboardButton("Press me", callback_data=PRESS)]])
+
+
+async def menu(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/menu: a message with an inline button (the "buttons don't work" check)."""
+    await update.effective_message.reply_text("Press the button:", reply_markup=_keyboard(), do_quote=True)
+
+
+async def pressed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """The button: answer the callback (or the client spins forever) and edit the message."""
+    query = update.callback_query
+    doc = await _db(context)[CONTEXTS].find_one_and_update(
+        {"_id": query.from_user.id}, {"$inc": {"presses": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+    )
+    await query.answer("Pressed")
+    await query.edit_message_text(f"Pressed {doc['presses']} time(s).", reply_markup=_keyboard())
+
+
+async def remember(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/remember <text>: keep a note in the user's context, stored in MongoDB."""
+    note = " ".join(context.args).strip()
+    if not note:
+        await update.effective_message.reply_text("Usage: /remember <text>", do_quote=True)
+        return
+    await _db(context)[CONTEXTS].update_one(
+        {"_id": update.effective_user.id}, {"$push": {"notes": note}}, upsert=True
+    )
+    await update.effective_message.reply_text("Noted.", do_quote=True)
+
+
+async def recall(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """/recall: the user's context, as stored (survives restarts and redeploys)."""
+    doc = await _db(context)[CONTEXTS].find_one({"_id": update.effective_user.id}) or {}
+    notes = doc.get("notes", [])
+    text = "Notes: " + "; ".join(notes) if notes else "No notes yet."
+    await update.effective_message.reply_text(f"{text}\nPresses: {doc.get('presses', 0)}", do_quote=True)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -83,4 +134,8 @@ def install(application: Application, settings: Settings, db: AsyncDatabase) -> 
     application.add_handler(MessageHandler(filters.ALL, record_message), group=-1)
     application.add_handler(CommandHandler("start", start))
     application.add_handler(CommandHandler("version", version))
+    application.add_handler(CommandHandler("menu", menu))
+    application.add_handler(CommandHandler("remember", remember))
+    application.add_handler(CommandHandler("recall", recall))
+    application.add_handler(CallbackQueryHandler(pressed, pattern=f"^{PRESS}$"))
     application.add_error_handler(on_error)

@@ -21,7 +21,7 @@ def build_info(settings: Settings, program: str) -> dict[str, object]:
     return {
         "program": program,
         "version": settings.version,
-        "git_sha": settings.git_sha,
+        "git_sha": settings.build_sha,
         "build_time": settings.build_time,
         "started_at": STARTED_AT.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "uptime_s": uptime_s(),

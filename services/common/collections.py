@@ -2,3 +2,4 @@
 
 USERS = "users"
 MESSAGES = "messages"
+CONTEXTS = "user_contexts"

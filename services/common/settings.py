@@ -12,7 +12,7 @@ import sys
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78
@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     access_log: bool = False
 
-    api_port: int = Field(8000, ge=1, le=65535)
+    # Railway tells a service which port to serve on in PORT.
+    api_port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("BOTSTACK_API_PORT", "PORT"))
     web_port: int = Field(8080, ge=1, le=65535)
     graceful_timeout: int = Field(10, ge=1, le=120, description="seconds uvicorn waits for requests on stop")
     ready_timeout_ms: int = Field(1000, ge=50, le=30000)
@@ -63,6 +64,14 @@ class Settings(BaseSettings):
     heal_failure_window_s: float = Field(900.0, gt=0)
 
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
+    telegram_webhook_url: str | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_URL")
+    telegram_webhook_secret: SecretStr | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_SECRET")
+    railway_public_domain: str | None = Field(None, validation_alias="RAILWAY_PUBLIC_DOMAIN")
+    railway_git_commit_sha: str | None = Field(None, validation_alias="RAILWAY_GIT_COMMIT_SHA")
+    bot_webhook_port: int = Field(8443, ge=1, le=65535)
+    lease_ttl_s: float = Field(15.0, ge=3, le=600)
+    poll_timeout_s: int = Field(10, ge=0, le=50)
+
     telegram_api_base_url: str = Field(
         "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
     )
@@ -92,6 +101,20 @@ class Settings(BaseSettings):
             raise ValueError("is not a bot token of the form <digits>:<secret> as BotFather gives it")
         return value
 
+    @field_validator("telegram_webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("must be an https:// URL (Telegram delivers webhooks over HTTPS only)")
+        return value
+
+    @field_validator("telegram_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,256}", value.get_secret_value()):
+            raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
+        return value
+
     @field_validator("telegram_api_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -112,6 +135,21 @@ class Settings(BaseSettings):
         return self
 
     @property
+    def webhook_url(self) -> str | None:
+        """Where Telegram should push updates; None means polling mode."""
+        if self.telegram_webhook_url:
+            return self.telegram_webhook_url
+        if self.railway_public_domain:
+            return f"https://{self.railway_public_domain}/telegram/webhook"
+        return None
+
+    @property
+    def build_sha(self) -> str:
+        if self.git_sha == "unknown" and self.railway_git_commit_sha:
+            return self.railway_git_commit_sha
+        return self.git_sha
+
+    @property
     def bot_id(self) -> str | None:
         """The public numeric part of the token, safe to log."""
         if self.telegram_bot_token is None:
@@ -124,6 +162,8 @@ def env_name(field: str) -> str:
     info = Settings.model_fields.get(field)
     if info is not None and isinstance(info.validation_alias, str):
         return info.validation_alias
+    if info is not None and isinstance(info.validation_alias, AliasChoices):
+        return str(info.validation_alias.choices[0])
     return f"BOTSTACK_{field.upper()}"
 
 

@@ -10,10 +10,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.last]
 def test_no_log_line_contains_the_bot_token(log_archive, emulator, bot_token, bot_id):
     out, err = emulator.container.get_logs()
     everything = log_archive.everything() + out.decode(errors="replace") + err.decode(errors="replace")
-    assert len(log_archive.entries) >= 3, "too few containers were archived to prove anything"
+    assert log_archive.entries, "no container was archived: nothing to prove"
     secret = bot_token.split(":", 1)[1]
     assert secret not in everything
     assert bot_token not in everything
     assert not re.search(rf"bot{bot_id}:", everything)
     # The redaction really ran: the bot logged its start and the API base URL without the token.
-    assert "starts polling http://telegram:8081/bot" in everything
+    assert "Bot API http://telegram:8081/bot" in everything

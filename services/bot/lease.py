@@ -1,0 +1,77 @@
+"""One active poller per bot token, across containers: a lease document in MongoDB.
+
+A lock file cannot work across containers; a lease in the shared database can. Acquiring is
+one atomic find_one_and_update on "expired or mine"; the holder renews it every TTL/3 and
+stops polling at once when a renewal fails; a clean stop releases it so the next instance
+takes over without waiting for the TTL. Expiry uses the instances' clocks, which on one host
+(or NTP-synced hosts) agree far better than the TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from pymongo import ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import DuplicateKeyError
+
+COLLECTION = "bot_leases"
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def lease_key(token: str) -> str:
+    """The lease's id: a hash of the token, never the token."""
+    return hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
+def instance_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Lease:
+    def __init__(self, collection: AsyncCollection, key: str, holder: str, ttl_s: float) -> None:
+        self.collection = collection
+        self.key = key
+        self.holder = holder
+        self.ttl = timedelta(seconds=ttl_s)
+
+    @property
+    def renew_every_s(self) -> float:
+        return self.ttl.total_seconds() / 3
+
+    async def acquire(self) -> bool:
+        now = datetime.now(timezone.utc)
+        try:
+            doc = await self.collection.find_one_and_update(
+                {"_id": self.key, "$or": [{"expires_at": {"$lt": now}}, {"holder": self.holder}]},
+                {"$set": {"holder": self.holder, "expires_at": now + self.ttl, "acquired_at": now}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+        except DuplicateKeyError:  # someone else holds it: the upsert collided with their document
+            return False
+        return doc is not None and doc.get("holder") == self.holder
+
+    async def renew(self) -> bool:
+        now = datetime.now(timezone.utc)
+        doc = await self.collection.find_one_and_update(
+            {"_id": self.key, "holder": self.holder},
+            {"$set": {"expires_at": now + self.ttl, "renewed_at": now}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return doc is not None
+
+    async def release(self) -> None:
+        await self.collection.update_one(
+            {"_id": self.key, "holder": self.holder}, {"$set": {"expires_at": EPOCH, "released_at": datetime.now(timezone.utc)}}
+        )
+
+    async def current_holder(self) -> str | None:
+        doc = await self.collection.find_one({"_id": self.key})
+        if doc is None or doc["expires_at"] < datetime.now(timezone.utc):
+            return None
+        return doc.get("holder")

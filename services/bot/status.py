@@ -1,0 +1,46 @@
+"""What the bot is doing, for operators and the health sidecar: a small JSON file in the run
+directory. A standby instance (another one holds the polling lease) is healthy, not broken."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class BotStatus:
+    path: Path
+    mode: str = "polling"  # polling | webhook
+    role: str = "starting"  # starting | active | standby | stopping
+    instance: str = ""
+    lease_holder: str | None = None
+    conflicts: int = 0
+    last_conflict: float | None = None
+    since: float = field(default_factory=time.time)
+
+    def set(self, **changes) -> None:
+        if changes.get("role") and changes["role"] != self.role:
+            changes["since"] = time.time()
+        for key, value in changes.items():
+            setattr(self, key, value)
+        self.write()
+
+    def conflict(self) -> None:
+        self.set(conflicts=self.conflicts + 1, last_conflict=time.time())
+
+    def write(self) -> None:
+        data = {k: v for k, v in asdict(self).items() if k != "path"}
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)
+
+
+def read_status(run_dir: str) -> dict | None:
+    try:
+        data = json.loads((Path(run_dir) / "bot.json").read_text())
+        return data if isinstance(data, dict) else None
+    except (OSError, ValueError):
+        return None
