@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import asynccontextmanager
 
 import httpx
 
 from fastapi import FastAPI
 
-from services.api.routes import health, metrics, stats, webhook
+from services.api import schema
+from services.api.routes import events, health, metrics, stats, webhook
 from services.common.db import database, make_client
 from services.common.http import identity_router
+from services.common.migrations import migrate_when_reachable
 from services.common.settings import settings_or_exit
 
 PROGRAM = "api"
@@ -18,6 +21,7 @@ PROGRAM = "api"
 
 def create_app() -> FastAPI:
     settings = settings_or_exit(PROGRAM)
+    schema_version: dict[str, int] = {"api": 0}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -26,9 +30,13 @@ def create_app() -> FastAPI:
         app.state.mongo = client
         app.state.db = database(client, settings)
         app.state.http = httpx.AsyncClient(timeout=10.0)
+        migrating = asyncio.create_task(
+            migrate_when_reachable(app.state.db, PROGRAM, schema.STEPS, lambda v: schema_version.update(api=v))
+        )
         try:
             yield
         finally:
+            migrating.cancel()
             await app.state.http.aclose()
             await client.close()
 
@@ -41,9 +49,10 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
-    app.include_router(identity_router(settings, PROGRAM))
+    app.include_router(identity_router(settings, PROGRAM, extra=lambda: {"schema": dict(schema_version)}))
     app.include_router(health.router)
     app.include_router(stats.router)
+    app.include_router(events.router)
     app.include_router(metrics.router)
     app.include_router(webhook.router)
     return app

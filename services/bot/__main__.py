@@ -16,7 +16,7 @@ from pathlib import Path
 from telegram.error import InvalidToken, NetworkError, TimedOut
 from telegram.ext import Application, ApplicationBuilder
 
-from services.bot import dedupe, handlers, webhook
+from services.bot import dedupe, handlers, schema, webhook
 from services.bot.heartbeat import beat_forever
 from services.bot.lease import COLLECTION as LEASES
 from services.bot.lease import Lease, instance_id, lease_key
@@ -24,6 +24,7 @@ from services.bot.poller import Poller
 from services.bot.status import BotStatus
 from services.common.db import database, make_client
 from services.common.logs import setup_logging
+from services.common.migrations import migrate_when_reachable
 from services.common.settings import EX_CONFIG, Settings, require, settings_or_exit
 
 PROGRAM = "bot"
@@ -109,6 +110,7 @@ async def run() -> int:
     handlers.install(app, settings, db)
     dedupe.install(app)
     heartbeat = asyncio.create_task(beat_forever(Path(settings.run_dir) / "bot.heartbeat"))
+    migrating = asyncio.create_task(migrate_when_reachable(db, PROGRAM, schema.STEPS))
     try:
         try:
             if not await initialize_with_retry(app, stop):
@@ -127,6 +129,7 @@ async def run() -> int:
         return 0
     finally:
         heartbeat.cancel()
+        migrating.cancel()
         await client.close()
 
 

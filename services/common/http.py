@@ -1,12 +1,14 @@
 """Routes every HTTP program answers the same way: liveness and build identity."""
 
+from typing import Callable
+
 from fastapi import APIRouter
 
 from services.common.buildinfo import build_info
 from services.common.settings import Settings
 
 
-def identity_router(settings: Settings, program: str) -> APIRouter:
+def identity_router(settings: Settings, program: str, extra: Callable[[], dict] = dict) -> APIRouter:
     router = APIRouter(tags=["identity"])
 
     @router.get("/health")
@@ -17,6 +19,6 @@ def identity_router(settings: Settings, program: str) -> APIRouter:
     @router.get("/version")
     async def version() -> dict[str, object]:
         """Which build answers, and since when."""
-        return build_info(settings, program)
+        return {**build_info(settings, program), **extra()}
 
     return router

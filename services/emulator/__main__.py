@@ -5,15 +5,18 @@ import argparse
 import uvicorn
 
 from services.common.logs import setup_logging
+from services.emulator.server import create_app
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m services.emulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--plain-http-webhooks", action="store_true",
+                        help="deliver https:// webhook URLs over plain http, as a TLS-terminating proxy would")
     args = parser.parse_args()
     setup_logging("emulator")
-    uvicorn.run("services.emulator.server:create_app", factory=True, host=args.host, port=args.port,
+    uvicorn.run(create_app(plain_http_webhooks=args.plain_http_webhooks), host=args.host, port=args.port,
                 log_config=None, access_log=False)
 
 

@@ -152,7 +152,8 @@ def network(docker_client) -> Iterator[Network]:
 def emulator(app_image, network, log_archive) -> Iterator[Emulator]:
     container = (
         DockerContainer(app_image)
-        .with_command(["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081"])
+        .with_command(["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081",
+                       "--plain-http-webhooks"])
         .with_network(network)
         .with_network_aliases("telegram")
         .with_exposed_ports(8081)
@@ -188,12 +189,17 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
     """Start botstack containers wired to the emulator; each is archived and removed afterwards."""
     started: list[tuple[str, DockerContainer]] = []
 
-    def start(**env: str) -> Stack:
+    def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None, **env: str) -> Stack:
         container = _stack_container(stack_image, network, bot_token, env)
+        if aliases:
+            container.with_network_aliases(*aliases)
+        for volume, path in (volumes or {}).items():
+            container.with_volume_mapping(volume, path, mode="rw")
         name = re.sub(r"\W+", "_", request.node.name)[:80] + f"-{len(started)}"
         started.append((name, container))
         container.start()
-        return Stack(container, bot_id=bot_id)
+        token = env.get("TELEGRAM_BOT_TOKEN", bot_token)
+        return Stack(container, bot_id=token.split(":")[0])
 
     yield start
     for name, container in started:
@@ -212,4 +218,23 @@ def stack(stack_image, network, emulator, bot_token, bot_id, log_archive) -> Ite
         yield s
     finally:
         _archive(log_archive, f"shared-stack-{uuid.uuid4().hex[:6]}", container)
+        container.stop()
+
+
+@pytest.fixture
+def shared_db(stack_image, network, log_archive) -> Iterator[str]:
+    """A database several stacks share (as an external MongoDB would be): the image's own
+    `mongod` (the stand-in offline, real MongoDB otherwise), listening on the test network."""
+    alias = f"db-{uuid.uuid4().hex[:6]}"
+    container = (
+        DockerContainer(stack_image)
+        .with_command(["mongod", "--bind_ip", "0.0.0.0", "--port", "27017", "--dbpath", "/data/db"])
+        .with_network(network)
+        .with_network_aliases(alias)
+    )
+    container.start()
+    try:
+        yield f"mongodb://{alias}:27017/?directConnection=true"
+    finally:
+        _archive(log_archive, alias, container)
         container.stop()

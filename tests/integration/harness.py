@@ -56,6 +56,31 @@ class Emulator:
     def stats(self, bot_id: str) -> dict:
         return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/stats", timeout=5).json()
 
+    def inject_callback(self, bot_id: str, message_id: int, data: str, user: dict | None = None) -> int:
+        body: dict = {"callback_data": data, "message_id": message_id}
+        if user:
+            body["user"] = user
+        r = httpx.post(f"{self.url}/_emulator/bots/{bot_id}/updates", json=body, timeout=5)
+        r.raise_for_status()
+        return r.json()["update_id"]
+
+    def reset_stats(self, bot_id: str) -> None:
+        httpx.post(f"{self.url}/_emulator/bots/{bot_id}/stats/reset", timeout=5).raise_for_status()
+
+    def deliveries(self, bot_id: str) -> list[dict]:
+        return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/deliveries", timeout=5).json()
+
+    def redeliver(self, bot_id: str, update_id: int) -> None:
+        httpx.post(f"{self.url}/_emulator/bots/{bot_id}/redeliver/{update_id}", timeout=5).raise_for_status()
+
+    def call(self, token: str, method: str, **params) -> dict:
+        """A Bot API call, as a bot would make it (the token stays in this process)."""
+        return httpx.post(f"{self.url}/bot{token}/{method}", json=params, timeout=10).json()
+
+    def responses_to(self, bot_id: str, update_id: int) -> list[dict]:
+        """Everything the bot sent because of one update (messages, edits, callback answers)."""
+        return [m for m in self.sent(bot_id) if update_id in (m.get("update_id"), m.get("reply_to_update_id"))]
+
     def reply_to(self, bot_id: str, update_id: int, timeout_s: float = 20) -> dict:
         def replied():
             return next((m for m in self.sent(bot_id) if m["reply_to_update_id"] == update_id), None)
@@ -129,6 +154,11 @@ class Stack:
                                f"print(rpc('/run/botstack/supervisor.sock').supervisor.{call})"])
         assert code == 0, out
         return out.strip()
+
+    def bot_status(self) -> dict:
+        """What the bot program reports about itself (services/bot/status.py)."""
+        code, out = self.exec(["cat", "/run/botstack/bot.json"])
+        return json.loads(out) if code == 0 else {}
 
     def ready(self) -> bool:
         return http_get(f"{self.api}/ready").status_code == 200

@@ -1,0 +1,115 @@
+"""Test controls under /_emulator/...: inject updates, read what the bot did, arm failures.
+
+Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
+
+  GET  /_emulator/health                              {"status": "ok", "bots": n}
+  POST /_emulator/bots/{id}/updates                   {"text", "user"?, "chat_id"?} | {"update": {...}}
+                                                      | {"callback_data", "message_id", "user"?}
+                                                      -> {"update_id", "queued"[, "callback_query_id"]}
+  GET  /_emulator/bots/{id}/sent                      [{"kind": "message"|"edit"|"callback_answer",
+                                                        "update_id", "error", ...}]
+  GET  /_emulator/bots/{id}/stats                     {"polls", "conflicts", "pending", "polling_now",
+                                                       "max_polling_at_once", "overlapping_polls",
+                                                       "since", "sent"}
+  POST /_emulator/bots/{id}/stats/reset               the stats, counted afresh from now
+  GET  /_emulator/bots/{id}/polls                     [{"start", "end", "outcome", "overlapped"}]
+  GET  /_emulator/bots/{id}/deliveries                [{"update_id", "url", "status", "error", "time",
+                                                        "redelivery", "ok", "retry_after"}]
+  POST /_emulator/bots/{id}/redeliver/{update_id}     one more POST of a delivered update -> its record
+  POST /_emulator/bots/{id}/fail-next                 {"method", "error_code", "retry_after"?,
+                                                       "description"?, "parameters"?, "times"?}
+                                                      -> {"method", "armed"}
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+if TYPE_CHECKING:
+    from services.emulator.server import Emulator
+    from services.emulator.state import BotState
+
+
+def control_routes(emulator: Emulator) -> list[Route]:
+    def bot(request: Request) -> BotState:
+        return emulator.bot_by_id(int(request.path_params["bot_id"]))
+
+    async def body(request: Request) -> dict | None:
+        try:
+            spec = await request.json()
+        except ValueError:
+            return None
+        return spec if isinstance(spec, dict) else None
+
+    async def inject(request: Request) -> JSONResponse:
+        spec = await body(request)
+        if spec is None:
+            return _error(400, "body must be a JSON object")
+        try:
+            update, queued = bot(request).inject_update(spec)
+        except LookupError as exc:
+            return _error(404, str(exc).strip("'\""))
+        except (ValueError, TypeError) as exc:
+            return _error(400, str(exc))
+        reply = {"update_id": update["update_id"], "queued": queued}
+        if "callback_query" in update:
+            reply["callback_query_id"] = update["callback_query"]["id"]
+        return JSONResponse(reply)
+
+    async def sent(request: Request) -> JSONResponse:
+        return JSONResponse(bot(request).sent)
+
+    async def stats(request: Request) -> JSONResponse:
+        return JSONResponse(bot(request).stats())
+
+    async def reset_stats(request: Request) -> JSONResponse:
+        return JSONResponse(bot(request).reset_stats())
+
+    async def polls(request: Request) -> JSONResponse:
+        return JSONResponse(bot(request).poll_log.records())
+
+    async def deliveries(request: Request) -> JSONResponse:
+        return JSONResponse(bot(request).delivery.deliveries)
+
+    async def redeliver(request: Request) -> JSONResponse:
+        try:
+            record = await bot(request).delivery.redeliver(int(request.path_params["update_id"]))
+        except KeyError as exc:
+            return _error(404, str(exc).strip("'\""))
+        except LookupError as exc:
+            return _error(409, str(exc))
+        return JSONResponse(record)
+
+    async def fail_next(request: Request) -> JSONResponse:
+        spec = await body(request)
+        if spec is None or "method" not in spec:
+            return _error(400, 'body must be a JSON object with "method"')
+        try:
+            armed = bot(request).faults.arm(spec)
+        except (TypeError, ValueError) as exc:
+            return _error(400, str(exc))
+        return JSONResponse({"method": spec["method"], "armed": armed})
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "bots": len(emulator.bots)})
+
+    prefix = "/_emulator/bots/{bot_id:int}"
+    return [
+        Route("/_emulator/health", health),
+        Route(f"{prefix}/updates", inject, methods=["POST"]),
+        Route(f"{prefix}/sent", sent),
+        Route(f"{prefix}/stats", stats),
+        Route(f"{prefix}/stats/reset", reset_stats, methods=["POST"]),
+        Route(f"{prefix}/polls", polls),
+        Route(f"{prefix}/deliveries", deliveries),
+        Route(f"{prefix}/redeliver/{{update_id:int}}", redeliver, methods=["POST"]),
+        Route(f"{prefix}/fail-next", fail_next, methods=["POST"]),
+    ]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)

@@ -1,0 +1,49 @@
+"""Armed failures: the next call(s) of a method fail with a chosen Bot API error (a 429 with
+retry_after, say), so tests can prove a bot obeys flood control without waiting for Telegram's.
+
+The failure replaces the call entirely: nothing is sent or recorded, as when Telegram refuses.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from services.emulator.errors import ApiError
+
+DEFAULT_DESCRIPTIONS = {
+    400: "Bad Request: injected failure",
+    401: "Unauthorized",
+    403: "Forbidden: bot was blocked by the user",
+    404: "Not Found",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+}
+
+
+class Faults:
+    def __init__(self) -> None:
+        self._armed: dict[str, list[ApiError]] = defaultdict(list)
+
+    def arm(self, spec: dict) -> int:
+        """`spec`: {"method", "error_code", "retry_after"?, "description"?, "parameters"?, "times"?}.
+        Returns how many failures are now armed for that method."""
+        method = str(spec["method"]).lower()
+        code = int(spec.get("error_code", 429))
+        parameters = dict(spec.get("parameters") or {})
+        if code == 429:
+            parameters["retry_after"] = int(spec.get("retry_after", parameters.get("retry_after", 1)))
+            error = ApiError.too_many_requests(parameters["retry_after"])
+            if spec.get("description"):
+                error.description = str(spec["description"])
+            error.parameters = parameters
+        else:
+            description = spec.get("description") or DEFAULT_DESCRIPTIONS.get(code, "Error")
+            error = ApiError(code, str(description), parameters or None)
+        self._armed[method].extend([error] * max(1, int(spec.get("times", 1))))
+        return len(self._armed[method])
+
+    def check(self, method: str) -> None:
+        """Raise the next armed failure for `method` (case-insensitive, like the API's names)."""
+        armed = self._armed.get(method.lower())
+        if armed:
+            raise armed.pop(0)

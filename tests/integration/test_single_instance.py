@@ -1,0 +1,200 @@
+"""Exactly one bot answers per token: through overlaps, redeploys, restarts and webhooks.
+
+The Bot API emulator plays Telegram (409 on overlapping polls, webhooks with secret tokens)
+and records every poll and every reply, so "exactly once" is counted, not assumed.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.integration.harness import http_get, wait_until
+
+pytestmark = pytest.mark.integration
+
+LEASE_TTL_S = 15.0  # the default BOTSTACK_LEASE_TTL_S
+
+
+def roles(*stacks) -> list[str]:
+    return [s.bot_status().get("role") for s in stacks]
+
+
+def exactly_one_active(*stacks) -> bool:
+    r = roles(*stacks)
+    return r.count("active") == 1 and r.count("standby") == len(stacks) - 1
+
+
+def answered_once(emulator, bot_id: str, update_ids: list[int], timeout_s: float = 30) -> None:
+    def counts():
+        sent = emulator.sent(bot_id)
+        return {u: sum(1 for m in sent if m.get("reply_to_update_id") == u) for u in update_ids}
+
+    wait_until(lambda: all(n >= 1 for n in counts().values()), timeout_s, "a reply to every update")
+    final = counts()
+    assert all(n == 1 for n in final.values()), {u: n for u, n in final.items() if n != 1}
+
+
+def clean_logs(stack) -> None:
+    logs = stack.logs()
+    assert "Traceback" not in logs
+    assert not re.search(r"exited: bot ", logs), "the bot program crashed"
+    assert "restart program=bot" not in logs, "the sidecar restarted the bot"
+
+
+class Injector:
+    """Injects /version at a steady pace from a thread, for a bounded time."""
+
+    def __init__(self, emulator, bot_id: str, every_s: float = 0.5, max_count: int = 400) -> None:
+        self.emulator, self.bot_id, self.every_s, self.max_count = emulator, bot_id, every_s, max_count
+        self.ids: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.ids) < self.max_count:
+            self.ids.append(self.emulator.inject(self.bot_id, "/version"))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def test_two_instances_one_active(start_stack, shared_db, emulator):
+    a = start_stack(MONGODB_URI=shared_db)
+    b = start_stack(MONGODB_URI=shared_db)
+    a.wait_healthy()
+    b.wait_healthy()
+    wait_until(lambda: exactly_one_active(a, b), 30, "one active instance and one standby")
+    emulator.reset_stats(a.bot_id)
+
+    with Injector(emulator, a.bot_id, every_s=1.0) as injector:
+        end = time.monotonic() + 30
+        while time.monotonic() < end:
+            assert exactly_one_active(a, b), roles(a, b)
+            time.sleep(1)
+    answered_once(emulator, a.bot_id, injector.ids)
+    assert len(injector.ids) >= 25
+    stats = emulator.stats(a.bot_id)
+    assert stats["overlapping_polls"] == 0, stats
+    assert stats["conflicts"] == 0, stats
+    for stack in (a, b):
+        clean_logs(stack)
+    standby = a if a.bot_status()["role"] == "standby" else b
+    assert "standby" in standby.health()[1], "the standby instance is not reported as such"
+    assert standby.health()[0] == 0, "standby must count as healthy"
+
+
+def test_redeploy_handover(start_stack, shared_db, emulator):
+    current = start_stack(MONGODB_URI=shared_db)
+    current.wait_healthy()
+    wait_until(lambda: current.bot_status().get("role") == "active", 30, "the first instance active")
+    handovers = []
+    with Injector(emulator, current.bot_id, every_s=0.5) as injector:
+        for _ in range(3):
+            successor = start_stack(MONGODB_URI=shared_db)
+            successor.wait_healthy()
+            wait_until(lambda: successor.bot_status().get("role") == "standby", 30, "the new instance on standby")
+            t0 = time.monotonic()
+            current.container.get_wrapped_container().stop(timeout=120)
+            wait_until(lambda: successor.bot_status().get("role") == "active", LEASE_TTL_S, "the successor active",
+                       interval_s=0.1)
+            handovers.append(time.monotonic() - t0)
+            assert "lease released" in current.logs()
+            current = successor
+    print(f"\nhandover times (docker stop of the active instance -> successor polling): "
+          f"{', '.join(f'{t:.1f} s' for t in handovers)}")
+    answered_once(emulator, current.bot_id, injector.ids)
+    assert all(t < LEASE_TTL_S for t in handovers), "a stop did not release the lease"
+
+
+def test_conflict_without_shared_db(start_stack, emulator):
+    # Same token, separate databases: each instance holds its own lease, so both poll.
+    a = start_stack()
+    b = start_stack()
+    a.wait_healthy()
+    b.wait_healthy()
+    pids = {s: s.programs()["bot"]["pid"] for s in (a, b)}
+    wait_until(lambda: a.bot_status().get("conflicts", 0) + b.bot_status().get("conflicts", 0) > 0, 30,
+               "conflicts to be counted")
+    end = time.monotonic() + 45  # an observation window: what is measured is what happens in it
+    while time.monotonic() < end:
+        for s in (a, b):
+            assert s.programs()["bot"]["pid"] == pids[s], "the bot was restarted"
+        time.sleep(5)
+    for s in (a, b):
+        assert s.programs()["bot"]["statename"] == "RUNNING"
+        clean_logs(s)
+        conflict_lines = [l for l in s.logs().splitlines() if re.search(r"Z bot \w+ .*Conflict", l)]
+        assert len(conflict_lines) <= 4, f"{len(conflict_lines)} conflict log lines in about 75 s"
+    total = a.bot_status()["conflicts"] + b.bot_status()["conflicts"]
+    print(f"\nconflicts counted by two instances without a shared database: {total}")
+    assert "conflicts" in a.health()[1]
+
+
+def test_webhook_secret(start_stack, emulator):
+    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    stack = start_stack(aliases=("hooked",), TELEGRAM_BOT_TOKEN=token,
+                        TELEGRAM_WEBHOOK_URL="https://hooked:8000/telegram/webhook")
+    stack.wait_healthy()
+    wait_until(lambda: emulator.call(token, "getWebhookInfo")["result"]["url"], 30, "the webhook to be set")
+    assert stack.bot_status()["mode"] == "webhook"
+
+    # Wrong or missing secret: 403, and nothing is handled.
+    before = http_get(f"{stack.api}/api/v1/stats").json()["messages"]
+    forged = {"update_id": 777001, "message": {"message_id": 1, "date": 0, "text": "/version",
+                                               "chat": {"id": 5, "type": "private"},
+                                               "from": {"id": 5, "is_bot": False, "first_name": "Eve"}}}
+    for headers in ({"X-Telegram-Bot-Api-Secret-Token": "wrong"}, {}):
+        r = httpx.post(f"{stack.api}/telegram/webhook", json=forged, headers=headers, timeout=5)
+        assert r.status_code == 403
+    assert httpx.post(f"{stack.api}/telegram/webhook", content=b"{not json",
+                      headers={"X-Telegram-Bot-Api-Secret-Token": "wrong"}, timeout=5).status_code == 403
+
+    # The right secret (the emulator delivers with it): handled once, even when delivered twice.
+    update_id = emulator.inject(stack.bot_id, "/version")
+    assert "git_sha" in emulator.reply_to(stack.bot_id, update_id)["text"]
+    emulator.redeliver(stack.bot_id, update_id)
+    wait_until(lambda: sum(1 for d in emulator.deliveries(stack.bot_id) if d["update_id"] == update_id) >= 2, 20,
+               "the second delivery")
+    wait_until(lambda: "already handled; skipped" in stack.logs(), 20, "the duplicate to be skipped")
+    assert len([m for m in emulator.sent(stack.bot_id) if m.get("reply_to_update_id") == update_id]) == 1
+    assert http_get(f"{stack.api}/api/v1/stats").json()["messages"] == before + 1
+
+    # Stopping the instance leaves the webhook in place for its successor.
+    stack.container.get_wrapped_container().stop(timeout=120)
+    assert emulator.call(token, "getWebhookInfo")["result"]["url"] == "https://hooked:8000/telegram/webhook"
+    assert "deleteWebhook" not in stack.logs()
+
+
+def test_button_and_context_survive_restart(start_stack, emulator):
+    stack = start_stack()
+    stack.wait_healthy()
+    wait_until(lambda: stack.bot_status().get("role") == "active", 30, "the bot active")
+    user = {"id": 9001, "first_name": "Ada"}
+
+    menu = emulator.reply_to(stack.bot_id, emulator.inject(stack.bot_id, "/menu", user=user))
+    press = emulator.inject_callback(stack.bot_id, menu["message_id"], "press", user=user)
+    wait_until(lambda: {m.get("kind") for m in emulator.responses_to(stack.bot_id, press)} >= {"callback_answer", "edit"},
+               20, "the callback answered and the message edited")
+    edit = next(m for m in emulator.responses_to(stack.bot_id, press) if m.get("kind") == "edit")
+    assert edit["text"] == "Pressed 1 time(s)." and edit["message_id"] == menu["message_id"]
+    noted = emulator.reply_to(stack.bot_id, emulator.inject(stack.bot_id, "/remember buy milk", user=user))
+    assert noted["text"] == "Noted."
+
+    old_pid = stack.programs()["bot"]["pid"]
+    assert stack.rpc("stopProcess('bot')") == "True"
+    assert stack.rpc("startProcess('bot')") == "True"
+    assert stack.programs()["bot"]["pid"] != old_pid
+    recall = emulator.reply_to(stack.bot_id, emulator.inject(stack.bot_id, "/recall", user=user), timeout_s=40)
+    assert "buy milk" in recall["text"] and "Presses: 1" in recall["text"]
