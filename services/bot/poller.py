@@ -37,6 +37,7 @@ class Poller:
         self.status = status
         self.poll_timeout_s = poll_timeout_s
         self.offset: int | None = None
+        self._sent_offset: int | None = None  # the offset the Bot API has seen: it confirms below it
         self._errors = 0
         self._quiet_until = 0.0
         self._suppressed = 0
@@ -92,6 +93,7 @@ class Poller:
     async def _poll_forever(self) -> None:
         while True:
             try:
+                self._sent_offset = self.offset
                 updates = await self.app.bot.get_updates(
                     offset=self.offset, timeout=self.poll_timeout_s, allowed_updates=Update.ALL_TYPES
                 )
@@ -111,8 +113,8 @@ class Poller:
 
     async def confirm_offset(self) -> None:
         """Tell the Bot API which updates this instance took, so the next holder starts after them."""
-        if self.offset is None:
-            return
+        if self.offset is None or self.offset == self._sent_offset:
+            return  # the last poll already carried it (and the API throttles repeating an offset)
         try:
             await self.app.bot.get_updates(offset=self.offset, timeout=0, limit=1)
         except Exception as exc:  # best effort: the next holder's deduplication covers the rest

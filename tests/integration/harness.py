@@ -83,7 +83,7 @@ class Emulator:
 
     def reply_to(self, bot_id: str, update_id: int, timeout_s: float = 20) -> dict:
         def replied():
-            return next((m for m in self.sent(bot_id) if m["reply_to_update_id"] == update_id), None)
+            return next((m for m in self.sent(bot_id) if m.get("reply_to_update_id") == update_id), None)
 
         return wait_until(replied, timeout_s, f"the bot's reply to update {update_id}")
 
