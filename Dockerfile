@@ -14,12 +14,13 @@ FROM ${BASE_IMAGE} AS app
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
-    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    PYTHONPATH=/app
 
 RUN groupadd --system --gid 10001 botstack \
  && useradd --system --uid 10001 --gid botstack --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin botstack \
- && install -d -o botstack -g botstack -m 0750 /data/db /run/botstack
+ && install -d -o botstack -g botstack -m 0750 /data/db /data/backups /run/botstack
 
 # Dependencies before code: a code-only change reuses this layer and rebuilds in seconds.
 COPY requirements.txt /opt/botstack/requirements.txt
@@ -32,7 +33,9 @@ WORKDIR /app
 COPY supervisord.conf /app/supervisord.conf
 COPY healthcheck /app/healthcheck
 COPY services /app/services
-RUN python -m compileall -q /app
+RUN python -m compileall -q /app \
+ && printf '#!/bin/sh\nexec python -m services.cli "$@"\n' > /usr/local/bin/botstack \
+ && chmod 0755 /usr/local/bin/botstack
 
 # Build identity last, so that a new SHA or build time reuses every layer above.
 ARG VERSION=0.0.0+dev

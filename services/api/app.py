@@ -10,7 +10,7 @@ import httpx
 from fastapi import FastAPI
 
 from services.api import schema
-from services.api.routes import events, health, metrics, stats, webhook
+from services.api.routes import admin, events, health, metrics, stats, webhook
 from services.common.db import database, make_client
 from services.common.http import identity_router
 from services.common.migrations import migrate_when_reachable
@@ -53,6 +53,7 @@ def create_app() -> FastAPI:
     app.include_router(health.router)
     app.include_router(stats.router)
     app.include_router(events.router)
+    app.include_router(admin.router)
     app.include_router(metrics.router)
     app.include_router(webhook.router)
     return app

@@ -3,6 +3,7 @@
 from pymongo.asynchronous.database import AsyncDatabase
 
 EVENTS = "events"
+AUDIT = "audit"
 
 
 async def v1(db: AsyncDatabase) -> None:
@@ -11,4 +12,9 @@ async def v1(db: AsyncDatabase) -> None:
     await db[EVENTS].create_index("created_at")
 
 
-STEPS = [(1, v1)]
+async def v2(db: AsyncDatabase) -> None:
+    await db[AUDIT].create_index([("at", -1)])
+    await db[AUDIT].create_index([("action", 1), ("at", -1)])
+
+
+STEPS = [(1, v1), (2, v2)]

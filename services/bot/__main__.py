@@ -16,10 +16,10 @@ from pathlib import Path
 from telegram.error import InvalidToken, NetworkError, TimedOut
 from telegram.ext import Application, ApplicationBuilder
 
-from services.bot import dedupe, handlers, schema, webhook
+from services.bot import dedupe, handlers, jobs, schema, webhook
 from services.bot.heartbeat import beat_forever
 from services.bot.lease import COLLECTION as LEASES
-from services.bot.lease import Lease, instance_id, lease_key
+from services.bot.lease import Lease, holder_id, lease_key
 from services.bot.poller import Poller
 from services.bot.status import BotStatus
 from services.common.db import database, make_client
@@ -101,7 +101,7 @@ async def run() -> int:
         loop.add_signal_handler(sig, stop.set)
 
     mode = "webhook" if settings.webhook_url else "polling"
-    status = BotStatus(Path(settings.run_dir) / "bot.json", mode=mode, instance=instance_id())
+    status = BotStatus(Path(settings.run_dir) / "bot.json", mode=mode, instance=holder_id())
     status.write()
     client = make_client(settings, PROGRAM)
     db = database(client, settings)
@@ -109,6 +109,7 @@ async def run() -> int:
     app.bot_data["instance"] = status.instance
     handlers.install(app, settings, db)
     dedupe.install(app)
+    jobs.schedule(app, settings.job_interval_s)
     heartbeat = asyncio.create_task(beat_forever(Path(settings.run_dir) / "bot.heartbeat"))
     migrating = asyncio.create_task(migrate_when_reachable(db, PROGRAM, schema.STEPS))
     try:

@@ -10,9 +10,7 @@ takes over without waiting for the TTL. Expiry uses the instances' clocks, which
 from __future__ import annotations
 
 import hashlib
-import os
 import socket
-import uuid
 from datetime import datetime, timedelta, timezone
 
 from pymongo import ReturnDocument
@@ -28,8 +26,11 @@ def lease_key(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()[:32]
 
 
-def instance_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+def holder_id() -> str:
+    """Who holds the lease: this container (its hostname). A bot restarted by supervisord in
+    the same container takes the lease straight back instead of waiting out the TTL; two
+    containers never share a hostname, and supervisord never runs two bots in one."""
+    return socket.gethostname()
 
 
 class Lease:

@@ -3,6 +3,7 @@
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.bot.dedupe import COLLECTION as PROCESSED
+from services.bot.jobs import ORDERS, RUNS
 from services.common.collections import MESSAGES, USERS
 from services.common.migrations import expiring_index
 
@@ -15,4 +16,9 @@ async def v1(db: AsyncDatabase) -> None:
     await db[MESSAGES].create_index([("chat_id", 1), ("date", -1)])
 
 
-STEPS = [(1, v1)]
+async def v2(db: AsyncDatabase) -> None:
+    await db[ORDERS].create_index([("status", 1), ("created_at", 1)])
+    await expiring_index(db, RUNS, "at", WEEK_S)
+
+
+STEPS = [(1, v1), (2, v2)]

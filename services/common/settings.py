@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     heal_max_failures: int = Field(5, ge=1)
     heal_failure_window_s: float = Field(900.0, gt=0)
 
+    admin_token: SecretStr | None = None
+
+    # botstack backup / doctor
+    backup_dir: str = "/data/backups"
+    backup_keep: int = Field(7, ge=1, le=1000)
+    doctor_min_free_mb: int = Field(256, ge=0)
+
     telegram_bot_token: SecretStr | None = Field(None, validation_alias="TELEGRAM_BOT_TOKEN")
     telegram_webhook_url: str | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_URL")
     telegram_webhook_secret: SecretStr | None = Field(None, validation_alias="TELEGRAM_WEBHOOK_SECRET")
@@ -71,6 +78,7 @@ class Settings(BaseSettings):
     bot_webhook_port: int = Field(8443, ge=1, le=65535)
     lease_ttl_s: float = Field(15.0, ge=3, le=600)
     poll_timeout_s: int = Field(10, ge=0, le=50)
+    job_interval_s: float = Field(60.0, ge=1, le=86400)
 
     telegram_api_base_url: str = Field(
         "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
@@ -99,6 +107,13 @@ class Settings(BaseSettings):
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not TOKEN_PATTERN.match(value.get_secret_value()):
             raise ValueError("is not a bot token of the form <digits>:<secret> as BotFather gives it")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 24:
+            raise ValueError("must be at least 24 characters (e.g. `openssl rand -hex 24`)")
         return value
 
     @field_validator("telegram_webhook_url")

@@ -189,12 +189,15 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
     """Start botstack containers wired to the emulator; each is archived and removed afterwards."""
     started: list[tuple[str, DockerContainer]] = []
 
-    def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None, **env: str) -> Stack:
+    def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None,
+              tmpfs: dict[str, str] | None = None, **env: str) -> Stack:
         container = _stack_container(stack_image, network, bot_token, env)
         if aliases:
             container.with_network_aliases(*aliases)
         for volume, path in (volumes or {}).items():
             container.with_volume_mapping(volume, path, mode="rw")
+        for path, size in (tmpfs or {}).items():
+            container.with_tmpfs_mount(path, size=size)
         name = re.sub(r"\W+", "_", request.node.name)[:80] + f"-{len(started)}"
         started.append((name, container))
         container.start()

@@ -28,7 +28,7 @@ def test_compose_up_wait_serves_a_healthy_stack(stack_image, app_image, bot_toke
     project = f"botstack-test-{uuid.uuid4().hex[:8]}"
     env = {
         "COMPOSE_PROJECT_NAME": project,
-        "BOTSTACK_TEST_IMAGE": stack_image,
+        "BOTSTACK_TAG": stack_image.split(":", 1)[1],
         "BOTSTACK_TEST_APP_IMAGE": app_image,
         "BOTSTACK_TEST_TOKEN": bot_token,
         # Random free host ports on loopback, so the test never collides with a running stack.
