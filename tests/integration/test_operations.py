@@ -57,7 +57,8 @@ def test_doctor(start_stack):
                                                "BOTSTACK_MONGODB_TIMEOUT_MS": "500"})
     assert code == 1 and "FAIL database" in out and "MONGODB_URI" in out, out
 
-    small = start_stack(tmpfs={"/data/backups": "1m"})
+    # docker-py takes tmpfs options ("size=…"), whatever testcontainers' docstring says.
+    small = start_stack(tmpfs={"/data/backups": "size=1m,mode=1777"})
     small.wait_healthy()
     code, out = botstack(small, "doctor")
     assert code == 1 and "FAIL disk backups" in out and "BOTSTACK_DOCTOR_MIN_FREE_MB" in out, out
