@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -57,9 +58,14 @@ def deploy_env(tmp_path, app_image, bot_token, log_archive):
                    capture_output=True)
 
 
+TIMES: dict[str, float] = {}
+
+
 def deploy(env, *args: str) -> tuple[int, str]:
+    t0 = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "services.cli", "deploy", *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
+    TIMES[" ".join(args)] = time.monotonic() - t0
     return result.returncode, result.stdout + result.stderr
 
 
@@ -106,3 +112,4 @@ def test_deploy_success_and_rollback(versions, deploy_env):
     assert code == 0, out
     assert serving(env) == VERSIONS["deploy-a"][0]
     assert history(env)[-1]["result"] == "rolled back by request"
+    print("\ndeploy durations: " + "; ".join(f"{args}: {t:.1f} s" for args, t in TIMES.items()))
