@@ -9,6 +9,7 @@ truncated or damaged file, so a bad backup is refused before anything is touched
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 
 import bson
@@ -57,7 +58,7 @@ def read(path: Path):
                 seen.get(name, 0) != n for name, n in expected.items()
             ):
                 raise BadArchive("incomplete backup (the trailer is missing or the counts differ)")
-    except (OSError, EOFError, bson.errors.BSONError, KeyError) as exc:
+    except (OSError, EOFError, zlib.error, bson.errors.BSONError, KeyError) as exc:
         raise BadArchive(f"unreadable backup ({type(exc).__name__}: {exc})") from None
 
 
@@ -66,7 +67,7 @@ def collections(path: Path) -> list[str]:
     try:
         with gzip.open(path, "rb") as src:
             header = next(bson.decode_file_iter(src), None) or {}
-    except (OSError, EOFError, bson.errors.BSONError) as exc:
+    except (OSError, EOFError, zlib.error, bson.errors.BSONError) as exc:
         raise BadArchive(f"unreadable backup ({type(exc).__name__}: {exc})") from None
     return sorted(header.get("counts", {}))
 
