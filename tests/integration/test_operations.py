@@ -50,6 +50,9 @@ def test_doctor(start_stack):
     assert code == 0, out
     assert "FAIL" not in out and "no reload" in out
 
+    code, out = stack.exec(["env", "-u", "TELEGRAM_BOT_TOKEN", "botstack", "doctor"])
+    assert code == 1 and "FAIL settings: TELEGRAM_BOT_TOKEN is not set" in out and "BotFather" in out, out
+
     code, out = botstack(stack, "doctor", env={"TELEGRAM_BOT_TOKEN": "not-a-token"})
     assert code == 1 and "FAIL settings: TELEGRAM_BOT_TOKEN" in out and "->" in out, out
 
