@@ -65,7 +65,7 @@ def deploy(env, *args: str) -> tuple[int, str]:
     t0 = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "services.cli", "deploy", *args], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=600)
-    TIMES[" ".join(args)] = time.monotonic() - t0
+    TIMES[f"{len(TIMES) + 1}. {' '.join(args)}"] = time.monotonic() - t0
     return result.returncode, result.stdout + result.stderr
 
 
