@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from pathlib import Path
 
 PERIOD_S = 1.0
@@ -26,10 +25,3 @@ async def beat_forever(path: Path, period_s: float = PERIOD_S) -> None:
             log.warning("heartbeat %s not written: %s", path, exc)
         await asyncio.sleep(period_s)
 
-
-def age_s(path: Path) -> float | None:
-    """Seconds since the last beat, or None when there never was one."""
-    try:
-        return time.time() - path.stat().st_mtime
-    except FileNotFoundError:
-        return None

@@ -13,7 +13,7 @@ Exit status: 0 success, 1 a check or operation failed, 2 usage, 78 bad settings.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import timezone
 from pathlib import Path
 
 from services.common.settings import settings_or_exit

@@ -10,7 +10,6 @@ SIGKILL: a hung or stopped child could not honour SIGTERM), and exits with the c
 from __future__ import annotations
 
 import ctypes
-import os
 import signal
 import subprocess
 import sys

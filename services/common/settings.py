@@ -144,8 +144,8 @@ class Settings(BaseSettings):
                 if getattr(self, name):
                     raise ConfigError(
                         env_name(name),
-                        f"is refused in production (BOTSTACK_ENV=production); "
-                        f"set BOTSTACK_ENV=development to use it",
+                        "is refused in production (BOTSTACK_ENV=production); "
+                        "set BOTSTACK_ENV=development to use it",
                     )
         return self
 
@@ -191,8 +191,6 @@ def _first_error(exc: ValidationError) -> ConfigError:
     else:  # pydantic reports aliased fields by alias
         variable = field.upper()
     cause = (err.get("ctx") or {}).get("error")
-    if isinstance(cause, ConfigError):
-        return cause
     message = str(cause) if cause is not None else err.get("msg", "invalid")
     message = message.removeprefix("Value error, ")
     return ConfigError(variable, message)

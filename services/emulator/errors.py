@@ -7,6 +7,8 @@ Raised anywhere in the emulator; server.py turns it into
 
 from __future__ import annotations
 
+import json
+
 
 class ApiError(Exception):
     """A Bot API error reply: {"ok": false, "error_code", "description"[, "parameters"]}."""
@@ -27,3 +29,16 @@ class ApiError(Exception):
         if self.parameters:
             body["parameters"] = self.parameters
         return body
+
+
+def json_param(value, unparsable: str | None):
+    """A parameter python-telegram-bot sends JSON-encoded in a form field, or already decoded
+    (JSON bodies). Not JSON: ApiError(400, unparsable), or None when `unparsable` is None."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        if unparsable is None:
+            return None
+        raise ApiError(400, unparsable) from None

@@ -4,9 +4,8 @@ and the inline keyboard echoed back in the sent Message (other keyboards are not
 
 from __future__ import annotations
 
-import json
 
-from services.emulator.errors import ApiError
+from services.emulator.errors import ApiError, json_param
 
 MAX_CALLBACK_DATA_BYTES = 64
 # Button kinds other than url/callback_data count when present, even empty (switch_inline_query "").
@@ -18,11 +17,7 @@ def parse_reply_markup(value) -> dict | None:
     """The inline keyboard to echo, None when there is none; ApiError(400) when malformed."""
     if value in (None, ""):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ApiError(400, "Bad Request: can't parse reply keyboard markup JSON object") from None
+    value = json_param(value, "Bad Request: can't parse reply keyboard markup JSON object")
     if not isinstance(value, dict):
         raise ApiError(400, "Bad Request: object expected as reply markup")
     rows = value.get("inline_keyboard")

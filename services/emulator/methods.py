@@ -9,11 +9,10 @@ A handler returns (result, description): the server adds a description to some s
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Awaitable, Callable
 
-from services.emulator.errors import ApiError
+from services.emulator.errors import ApiError, json_param
 from services.emulator.markup import parse_reply_markup
 from services.emulator.polling import Probe
 from services.emulator.state import BotState
@@ -134,11 +133,7 @@ def _reply_parameters(params: dict) -> tuple[int | None, bool]:
     value = params["reply_parameters"]
     if value in (None, ""):
         return None, False
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise ApiError(400, "Bad Request: can't parse reply parameters JSON object") from None
+    value = json_param(value, "Bad Request: can't parse reply parameters JSON object")
     if not isinstance(value, dict):
         raise ApiError(400, "Bad Request: object expected as reply parameters")
     if not value:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import time
 
+from services.emulator.errors import json_param
+
 UPDATE_TYPES = (
     "message", "edited_message", "channel_post", "edited_channel_post", "inline_query",
     "chosen_inline_result", "callback_query", "shipping_query", "pre_checkout_query", "poll",
@@ -32,11 +34,7 @@ def parse_allowed_updates(value) -> frozenset[str] | None:
     non-string list changes nothing; a list naming no known type means the default."""
     if value in (None, ""):
         return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            return None
+    value = json_param(value, None)
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         return None
     names = frozenset(name.lower() for name in value) & frozenset(UPDATE_TYPES)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 import httpx
@@ -97,7 +97,6 @@ class Stack:
 
     container: DockerContainer
     bot_id: str | None = None
-    logs_seen: list[str] = field(default_factory=list)
 
     @property
     def host(self) -> str:

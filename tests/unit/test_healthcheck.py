@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import threading
 import time
 import xmlrpc.client
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
-from pymongo.errors import AutoReconnect, ServerSelectionTimeoutError
+from pymongo.errors import ServerSelectionTimeoutError
 
 from healthcheck.__main__ import status
 from healthcheck.events import Event, EventLog
