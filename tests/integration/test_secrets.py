@@ -15,5 +15,8 @@ def test_no_log_line_contains_the_bot_token(log_archive, emulator, bot_token, bo
     assert secret not in everything
     assert bot_token not in everything
     assert not re.search(rf"bot{bot_id}:", everything)
+    # Any token at all, including the webhook test's own: no `bot<digits>:` URL, nothing token-shaped.
+    assert not re.search(r"bot\d+:", everything)
+    assert not re.search(r"\d{8,}:[A-Za-z0-9_-]{30,}", everything)
     # The redaction really ran: the bot logged its start and the API base URL without the token.
     assert "Bot API http://telegram:8081/bot" in everything
