@@ -52,18 +52,26 @@ def settled(stack):
     return stack.programs()
 
 
+def fault_heals_alone(stack, emulator, name: str, sig: str, deadline_s: float) -> float:
+    """Send `sig` to program `name`; return seconds until it answers again with a new process,
+    after checking that no other program was restarted."""
+    before = settled(stack)
+    supervised = before[name]["pid"]
+    # A hung MongoDB is the server itself, not the parent that labels its output.
+    victim = stack.child_pid(supervised) if name == "mongodb" and sig == "STOP" else supervised
+    t0 = time.monotonic()
+    stack.signal(victim, sig)
+    wait_until(lambda: back_with_new_pid(stack, emulator, name, supervised), deadline_s, f"{name} back after SIG{sig}")
+    elapsed = time.monotonic() - t0
+    others = [n for n in PROGRAMS if n != name]
+    assert identities(stack.programs(), others) == identities(before, others), f"SIG{sig} to {name} restarted others"
+    return elapsed
+
+
 def test_crash_restarts_only_that_program(start_stack, emulator):
     stack = start_stack()
-    times = {}
-    for name in ("api", "web", "bot", "mongodb", "healthcheck"):
-        before = settled(stack)
-        victim = before[name]["pid"]
-        t0 = time.monotonic()
-        stack.signal(victim, "KILL")
-        wait_until(lambda: back_with_new_pid(stack, emulator, name, victim), 60, f"{name} back after SIGKILL")
-        times[name] = time.monotonic() - t0
-        others = [n for n in PROGRAMS if n != name]
-        assert identities(stack.programs(), others) == identities(before, others), f"killing {name} restarted others"
+    times = {name: fault_heals_alone(stack, emulator, name, "KILL", 60)
+             for name in ("api", "web", "bot", "mongodb", "healthcheck")}
     print(f"\ntime to healthy after SIGKILL: {', '.join(f'{n} {t:.1f} s' for n, t in times.items())}")
 
 
@@ -71,16 +79,7 @@ def test_hang_is_healed(start_stack, emulator):
     stack = start_stack()
     times = {}
     for name in ("api", "web", "bot", "mongodb"):
-        before = settled(stack)
-        supervised = before[name]["pid"]
-        # For MongoDB the server itself hangs, not the parent that labels its output.
-        victim = stack.child_pid(supervised) if name == "mongodb" else supervised
-        t0 = time.monotonic()
-        stack.signal(victim, "STOP")
-        wait_until(lambda: back_with_new_pid(stack, emulator, name, supervised), 30, f"{name} healed after SIGSTOP")
-        times[name] = time.monotonic() - t0
-        others = [n for n in PROGRAMS if n != name]
-        assert identities(stack.programs(), others) == identities(before, others), f"healing {name} restarted others"
+        times[name] = fault_heals_alone(stack, emulator, name, "STOP", 30)
         assert f"restart program={name} cause=hang" in stack.logs()
     print(f"\ntime to healthy after SIGSTOP: {', '.join(f'{n} {t:.1f} s' for n, t in times.items())}")
     assert all(t <= HANG_BUDGET_S for t in times.values()), times

@@ -341,25 +341,17 @@ def test_restarted_program_is_not_recorded_again_as_a_crash_and_is_left_alone_in
     assert dict(sidecar.events.restarts) == {("api", "hang"): 1}
 
 
-def test_hang_is_recorded_as_hang_when_term_exit_is_reaped_before_cont(sup, make, clock):
+@pytest.mark.parametrize("program, term", [
+    ("bot", "honour"),  # exits on SIGTERM: the CONT that follows finds it EXITED
+    ("mongodb", "ignore"),  # needs SIGKILL: the next request still sees it EXITED
+], ids=["reaped-before-cont", "reaped-before-autorestart"])
+def test_hang_is_recorded_as_hang_when_the_exit_is_seen_before_the_restart(sup, make, clock, program, term):
     clock.advance(60)
-    sup.reap_window = 1  # the request after SIGTERM still sees the program EXITED
-    sidecar = make(healthy_probes(bot=live("bot", [False, True], failure_threshold=1)))
-    old_pid = sup.pid("bot")
-
-    sidecar.tick()
-    clock.advance(1.0)
-    sidecar.tick()
-
-    assert [(e.cause, e.old_pid) for e in sidecar.events.pending] == [("hang", old_pid)]
-
-
-def test_hang_is_recorded_as_hang_when_kill_is_reaped_before_autorestart(sup, make, clock):
-    clock.advance(60)
-    sup.on_term["mongodb"] = "ignore"
-    sup.reap_window = 1  # the request after SIGKILL still sees the program EXITED
-    sidecar = make(healthy_probes(mongodb=live("mongodb", [False, True], failure_threshold=1)))
-    old_pid = sup.pid("mongodb")
+    if term == "ignore":
+        sup.on_term[program] = "ignore"
+    sup.reap_window = 1
+    sidecar = make(healthy_probes(**{program: live(program, [False, True], failure_threshold=1)}))
+    old_pid = sup.pid(program)
 
     sidecar.tick()
     clock.advance(1.0)
