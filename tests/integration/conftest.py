@@ -37,6 +37,9 @@ OFFLINE = Path(__file__).parent / "offline"
 LOG_DIR = Path(__file__).parent / ".logs"
 MODE = os.environ.get("BOTSTACK_TEST_MONGOD", "standin")
 BASE_IMAGE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
+# Tags of the images a run builds: botstack:<TAG>-app, botstack:<TAG>-offline. Two checkouts
+# testing on one engine at once set different values so neither replaces the other's images.
+TAG = os.environ.get("BOTSTACK_TEST_TAG", "test")
 
 
 def _git_sha() -> str:
@@ -81,9 +84,9 @@ def app_image(docker_client, build_identity) -> str:
             pytest.fail(f"base image {BASE_IMAGE} is missing; run: sudo scripts/setup-host.sh", pytrace=False)
     elif "BOTSTACK_TEST_BASE_IMAGE" in os.environ:
         args["BASE_IMAGE"] = BASE_IMAGE
-    DockerImage(path=ROOT, tag="botstack:test-app", clean_up=False, target="app", buildargs=args,
+    DockerImage(path=ROOT, tag=f"botstack:{TAG}-app", clean_up=False, target="app", buildargs=args,
                 rm=True).build()
-    return "botstack:test-app"
+    return f"botstack:{TAG}-app"
 
 
 @pytest.fixture(scope="session")
@@ -92,14 +95,14 @@ def stack_image(app_image, build_identity) -> str:
         args = dict(build_identity)
         if "BOTSTACK_TEST_BASE_IMAGE" in os.environ:
             args["BASE_IMAGE"] = BASE_IMAGE
-        DockerImage(path=ROOT, tag="botstack:test-standalone", clean_up=False, target="standalone",
+        DockerImage(path=ROOT, tag=f"botstack:{TAG}-standalone", clean_up=False, target="standalone",
                     buildargs=args, rm=True).build()
-        return "botstack:test-standalone"
+        return f"botstack:{TAG}-standalone"
     if not (OFFLINE / "build" / "ferretdb").exists():
         pytest.fail("the FerretDB stand-in is not built; run: sudo scripts/setup-host.sh", pytrace=False)
-    DockerImage(path=OFFLINE, tag="botstack:test-offline", clean_up=False,
+    DockerImage(path=OFFLINE, tag=f"botstack:{TAG}-offline", clean_up=False,
                 buildargs={"APP_IMAGE": app_image}, rm=True).build()
-    return "botstack:test-offline"
+    return f"botstack:{TAG}-offline"
 
 
 @pytest.fixture(scope="session")
