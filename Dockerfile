@@ -2,6 +2,8 @@
 #
 # Targets:
 #   app         Python, the code, supervisord; a non-root user. No database server.
+#   emulator    Test double of the Telegram Bot API (tests, demo, offline compose). Never shipped:
+#               `app` and `standalone` contain no emulator and no test code.
 #   standalone  (default, last) app + MongoDB Community Server 8.0 from MongoDB's apt repository.
 #
 # BASE_IMAGE must be Debian 12 (bookworm) based: MongoDB 8.0 ships server packages for
@@ -9,7 +11,7 @@
 # official Python image.
 ARG BASE_IMAGE=python:3.12-slim-bookworm
 
-FROM ${BASE_IMAGE} AS app
+FROM ${BASE_IMAGE} AS runtime
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -27,14 +29,24 @@ COPY requirements.txt /opt/botstack/requirements.txt
 RUN python3 -m venv /opt/venv \
  && pip install --no-cache-dir --disable-pip-version-check -r /opt/botstack/requirements.txt
 
-# The code is owned by root and read-only to the programs; bytecode is compiled now, since
-# PYTHONDONTWRITEBYTECODE keeps the running programs from writing it.
 WORKDIR /app
+
+
+# The product's code, without the test double. Pruned in a stage of its own, so that no layer of
+# `app` ever holds the emulator (a file deleted in a later layer would still ship in the image).
+FROM runtime AS code
 COPY supervisord.conf /app/supervisord.conf
 COPY healthcheck /app/healthcheck
 COPY services /app/services
-RUN python -m compileall -q /app \
- && printf '#!/bin/sh\nexec python -m services.cli "$@"\n' > /usr/local/bin/botstack \
+RUN rm -rf /app/services/emulator \
+ && python -m compileall -q /app
+
+
+FROM runtime AS app
+# The code is owned by root and read-only to the programs; bytecode was compiled in `code`, since
+# PYTHONDONTWRITEBYTECODE keeps the running programs from writing it.
+COPY --from=code /app /app
+RUN printf '#!/bin/sh\nexec python -m services.cli "$@"\n' > /usr/local/bin/botstack \
  && chmod 0755 /usr/local/bin/botstack
 
 # Build identity last, so that a new SHA or build time reuses every layer above.
@@ -59,6 +71,22 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --start-interval=1s --retries=3 \
     CMD ["python", "-m", "healthcheck", "status"]
 CMD ["supervisord", "-c", "/app/supervisord.conf"]
+
+
+# TEST DOUBLE, never shipped: the Bot API emulator (services/emulator/), for the integration tests,
+# benchmarks and the offline compose file. It needs only the shared logging code besides its own.
+FROM runtime AS emulator
+COPY services/__init__.py /app/services/__init__.py
+COPY services/common /app/services/common
+COPY services/emulator /app/services/emulator
+RUN python -m compileall -q /app
+LABEL org.opencontainers.image.title="botstack-emulator" \
+      org.opencontainers.image.description="Test double of the Telegram Bot API; not for production"
+USER botstack
+EXPOSE 8081
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --start-interval=1s --retries=3 \
+    CMD ["python", "-m", "services.common.probe", "http://127.0.0.1:8081/_emulator/health"]
+CMD ["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081"]
 
 
 FROM app AS standalone

@@ -35,7 +35,7 @@ from testcontainers.core.network import Network  # noqa: E402
 
 from tests.integration.harness import Emulator, Stack, http_get, wait_until  # noqa: E402
 
-APP, OFFLINE = "botstack:test-app", "botstack:test-offline"
+APP, OFFLINE, EMULATOR = "botstack:test-app", "botstack:test-offline", "botstack:test-emulator"
 BASE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
 TOKEN = "1234567890:" + "b" * 35
 RSS_SCRIPT = r"""
@@ -102,8 +102,7 @@ def main() -> None:
     network = Network()
     network.create()
     emu = (
-        DockerContainer(APP).with_network(network).with_network_aliases("telegram").with_exposed_ports(8081)
-        .with_command(["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081"])
+        DockerContainer(EMULATOR).with_network(network).with_network_aliases("telegram").with_exposed_ports(8081)
     )
     emu.start()
     try:

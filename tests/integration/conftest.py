@@ -74,7 +74,7 @@ def build_identity() -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def app_image(docker_client, build_identity) -> str:
-    """The `app` target of the shipped Dockerfile (also runs the emulator)."""
+    """The `app` target of the shipped Dockerfile."""
     args = dict(build_identity)
     if MODE == "standin":
         args["BASE_IMAGE"] = BASE_IMAGE
@@ -87,6 +87,15 @@ def app_image(docker_client, build_identity) -> str:
     DockerImage(path=ROOT, tag=f"botstack:{TAG}-app", clean_up=False, target="app", buildargs=args,
                 rm=True).build()
     return f"botstack:{TAG}-app"
+
+
+@pytest.fixture(scope="session")
+def emulator_image(app_image) -> str:
+    """The Dockerfile's `emulator` target: the Bot API test double, never part of `app`."""
+    args = {"BASE_IMAGE": BASE_IMAGE} if MODE == "standin" or "BOTSTACK_TEST_BASE_IMAGE" in os.environ else {}
+    DockerImage(path=ROOT, tag=f"botstack:{TAG}-emulator", clean_up=False, target="emulator", buildargs=args,
+                rm=True).build()
+    return f"botstack:{TAG}-emulator"
 
 
 @pytest.fixture(scope="session")
@@ -152,9 +161,9 @@ def network(docker_client) -> Iterator[Network]:
 
 
 @pytest.fixture(scope="session")
-def emulator(app_image, network, log_archive) -> Iterator[Emulator]:
+def emulator(emulator_image, network, log_archive) -> Iterator[Emulator]:
     container = (
-        DockerContainer(app_image)
+        DockerContainer(emulator_image)
         .with_command(["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081",
                        "--plain-http-webhooks"])
         .with_network(network)

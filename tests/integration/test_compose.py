@@ -24,12 +24,12 @@ def test_compose_file_is_valid():
     assert result.returncode == 0, result.stderr
 
 
-def test_compose_up_wait_serves_a_healthy_stack(stack_image, app_image, bot_token, build_identity, log_archive):
+def test_compose_up_wait_serves_a_healthy_stack(stack_image, emulator_image, bot_token, build_identity, log_archive):
     project = f"botstack-test-{uuid.uuid4().hex[:8]}"
     env = {
         "COMPOSE_PROJECT_NAME": project,
         "BOTSTACK_TAG": stack_image.split(":", 1)[1],
-        "BOTSTACK_TEST_APP_IMAGE": app_image,
+        "BOTSTACK_TEST_EMULATOR_IMAGE": emulator_image,
         "BOTSTACK_TEST_TOKEN": bot_token,
         # Random free host ports on loopback, so the test never collides with a running stack.
         "BOTSTACK_API_PUBLISH": "127.0.0.1:",

@@ -37,13 +37,13 @@ def versions(docker_client, stack_image):
 
 
 @pytest.fixture
-def deploy_env(tmp_path, app_image, bot_token, log_archive):
+def deploy_env(tmp_path, emulator_image, bot_token, log_archive):
     project = f"botstack-deploy-{uuid.uuid4().hex[:8]}"
     env = {
         **os.environ,
         "COMPOSE_FILE": os.pathsep.join(["compose.yaml", str(OFFLINE / "compose.offline.yaml")]),
         "COMPOSE_PROJECT_NAME": project,
-        "BOTSTACK_TEST_APP_IMAGE": app_image,
+        "BOTSTACK_TEST_EMULATOR_IMAGE": emulator_image,
         "BOTSTACK_TEST_TOKEN": bot_token,
         "BOTSTACK_API_PUBLISH": "127.0.0.1:",
         "BOTSTACK_WEB_PUBLISH": "127.0.0.1:",
