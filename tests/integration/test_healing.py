@@ -18,7 +18,7 @@ from tests.integration.harness import PROGRAMS, http_get, identities, wait_until
 pytestmark = pytest.mark.integration
 
 HANG_BUDGET_S = 10.0
-SOAK_S = float(os.environ.get("BOTSTACK_SOAK_S", "300"))
+SOAK_S = float(os.environ.get("BOTSTACK_SOAK_S", "120"))
 CLK_TCK = 100  # Linux USER_HZ, as /proc/<pid>/stat counts CPU time
 
 
