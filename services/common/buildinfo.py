@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import socket
 import time
 from datetime import datetime, timezone
 
@@ -20,6 +21,8 @@ def uptime_s() -> float:
 def build_info(settings: Settings, program: str) -> dict[str, object]:
     return {
         "program": program,
+        # Which container answered: with several replicas behind one address, the way to tell.
+        "instance": socket.gethostname(),
         "version": settings.version,
         "git_sha": settings.build_sha,
         "build_time": settings.build_time,
