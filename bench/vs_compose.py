@@ -1,0 +1,272 @@
+"""botstack against the usual setup, side by side in one run (not a test: it asserts nothing).
+
+    python bench/vs_compose.py [--runs 3] [--programs api,web,bot,db]
+
+The usual setup is what a user would pick instead (bench/vs_compose/compose.yaml): the same
+programs from the same `app` image as four containers under Compose, each with a tuned
+HEALTHCHECK (interval 5 s, 3 retries), `restart: unless-stopped`, and an autoheal-equivalent
+watcher (docker-autoheal's logic: every 5 s restart unhealthy containers; its image cannot be
+pulled here). botstack is one container of the offline test image. Both talk to a Bot API
+emulator of their own and to the same kind of database (offline: the FerretDB stand-in).
+
+Measured for each, --runs times, reported as medians and ratios (usual / botstack):
+- time from SIGKILL, and from SIGSTOP, of each of api, web, bot and the database until that
+  program answers again from outside (api and web: /health; bot: a reply to /version; the
+  database: the API's /ready), after which the whole setup is let settle again;
+- cold start: start → the API ready, the dashboard answering and the bot replying;
+- total resident memory of every process once healthy, and image sizes;
+- `docker stop` (botstack) vs `docker compose stop` (the usual setup).
+
+Needs the images the integration tests build (`pytest -m integration` first, default tag
+"test"). Results also go to bench/results/vs_compose.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import docker  # noqa: E402
+from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.network import Network  # noqa: E402
+
+from bench.foundation import RSS_SCRIPT  # noqa: E402
+from tests.integration.harness import Emulator, Stack, http_get, wait_until  # noqa: E402
+
+TAG = os.environ.get("BOTSTACK_TEST_TAG", "test")
+APP, OFFLINE, EMULATOR = (f"botstack:{TAG}-{kind}" for kind in ("app", "offline", "emulator"))
+COMPOSE_FILE = Path(__file__).parent / "vs_compose" / "compose.yaml"
+PROGRAMS = ("api", "web", "bot", "db")
+SIGNALS = ("KILL", "STOP")
+DEADLINE_S = 180
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def token() -> str:
+    return f"{int(time.time() * 1000) % 9_000_000_000 + 1_000_000_000}:{uuid.uuid4().hex}{uuid.uuid4().hex[:8]}"
+
+
+def answers(api: str, web: str, emulator: Emulator, bot_id: str, program: str) -> bool:
+    if program == "api":
+        return http_get(f"{api}/health", 1).status_code == 200
+    if program == "web":
+        return http_get(f"{web}/health", 1).status_code == 200
+    if program == "db":
+        return http_get(f"{api}/ready", 2).status_code == 200
+    return "git_sha" in emulator.ask(bot_id, "/version", timeout_s=8)
+
+
+def all_answer(setup) -> bool:
+    return all(setup.answers(p) for p in PROGRAMS)
+
+
+class Botstack:
+    name = "botstack"
+
+    def __init__(self) -> None:
+        self.token = token()
+        self.network = Network()
+        self.network.create()
+        self.emu = DockerContainer(EMULATOR).with_network(self.network).with_network_aliases("telegram") \
+            .with_exposed_ports(8081)
+        self.emu.start()
+        url = f"http://127.0.0.1:{self.emu.get_exposed_port(8081)}"
+        wait_until(lambda: http_get(f"{url}/_emulator/health").status_code == 200, 30, "the emulator")
+        self.emulator = Emulator(self.emu, url)
+        self.container: DockerContainer | None = None
+
+    def start(self) -> float:
+        self.container = (
+            DockerContainer(OFFLINE).with_network(self.network).with_exposed_ports(8000, 8080)
+            .with_env("TELEGRAM_BOT_TOKEN", self.token)
+            .with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
+        )
+        t0 = time.monotonic()
+        self.container.start()
+        self.stack = Stack(self.container, bot_id=self.token.split(":")[0])
+        wait_until(lambda: all_answer(self), 180, "botstack answering", interval_s=0.1)
+        return time.monotonic() - t0
+
+    def answers(self, program: str) -> bool:
+        return answers(self.stack.api, self.stack.web, self.emulator, self.stack.bot_id, program)
+
+    def settle(self) -> None:
+        self.stack.wait_healthy(180)
+        wait_until(lambda: self.stack.health()[1].startswith("healthy"), 180, "a healthy verdict")
+
+    def fault(self, program: str, sig: str) -> None:
+        name = "mongodb" if program == "db" else program
+        pid = self.stack.programs()[name]["pid"]
+        if name == "mongodb":  # the server itself, not the parent that labels its output
+            pid = self.stack.child_pid(pid)
+        self.stack.signal(pid, sig)
+
+    def memory_mib(self) -> float:
+        return int(self.stack.exec(["python", "-c", RSS_SCRIPT])[1].strip()) / 1024
+
+    def stop(self) -> float:
+        t0 = time.monotonic()
+        self.container.get_wrapped_container().stop(timeout=120)
+        return time.monotonic() - t0
+
+    def down(self) -> None:
+        if self.container:
+            self.container.stop()
+            self.container = None
+
+    def close(self) -> None:
+        self.down()
+        self.emu.stop()
+        self.network.remove()
+
+
+class Usual:
+    name = "usual"
+
+    def __init__(self) -> None:
+        self.token = token()
+        # Fixed host ports: a restarted container must come back where the user's proxy expects it.
+        self.ports = {name: free_port() for name in ("API_PORT", "WEB_PORT", "TELEGRAM_PORT")}
+        self.env = {**os.environ, "APP_IMAGE": APP, "DB_IMAGE": OFFLINE, "EMULATOR_IMAGE": EMULATOR,
+                    "BENCH_TOKEN": self.token, "COMPOSE_PROJECT_NAME": f"bench-usual-{uuid.uuid4().hex[:6]}",
+                    **{name: str(port) for name, port in self.ports.items()}}
+
+    def compose(self, *args: str) -> str:
+        result = subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), *args], env=self.env,
+                                capture_output=True, text=True)
+        if result.returncode:
+            raise RuntimeError(f"docker compose {' '.join(args)}: {result.stderr.strip()[-500:]}")
+        return result.stdout.strip()
+
+    def start(self) -> float:
+        t0 = time.monotonic()
+        self.compose("up", "-d")
+        self.api, self.web = (f"http://127.0.0.1:{self.ports[name]}" for name in ("API_PORT", "WEB_PORT"))
+        self.emulator = Emulator(None, f"http://127.0.0.1:{self.ports['TELEGRAM_PORT']}")
+        wait_until(lambda: all_answer(self), 180, "the usual setup answering", interval_s=0.1)
+        return time.monotonic() - t0
+
+    def answers(self, program: str) -> bool:
+        return answers(self.api, self.web, self.emulator, self.token.split(":")[0], program)
+
+    def container(self, service: str):
+        return docker.from_env().containers.get(self.compose("ps", "-q", service))
+
+    def settle(self) -> None:
+        def healthy() -> bool:
+            return all(self.container(s).attrs["State"].get("Health", {}).get("Status") == "healthy"
+                       for s in PROGRAMS)
+
+        wait_until(healthy, 180, "every container healthy")
+        wait_until(lambda: all_answer(self), 60, "every program answering")
+
+    def fault(self, program: str, sig: str) -> None:
+        # As a crash or a hang would: signal the container's process from the host. `docker kill`
+        # would count as an operator's stop, which restart policies deliberately leave alone.
+        os.kill(self.container(program).attrs["State"]["Pid"], getattr(signal, f"SIG{sig}"))
+
+    def memory_mib(self) -> float:
+        total = 0
+        for service in (*PROGRAMS, "autoheal"):
+            result = self.container(service).exec_run(["python", "-c", RSS_SCRIPT])
+            total += int(result.output.decode().strip().splitlines()[-1])
+        return total / 1024
+
+    def stop(self) -> float:
+        t0 = time.monotonic()
+        self.compose("stop")
+        return time.monotonic() - t0
+
+    def down(self) -> None:
+        subprocess.run(["docker", "compose", "-f", str(COMPOSE_FILE), "down", "-v", "--timeout", "5"],
+                       env=self.env, capture_output=True)
+
+    def close(self) -> None:
+        self.down()
+
+
+def heal_time(setup, program: str, sig: str) -> float:
+    setup.settle()
+    t0 = time.monotonic()
+    setup.fault(program, sig)
+    # A stopped or killed program cannot answer: wait for the first answer after the fault.
+    wait_until(lambda: setup.answers(program), DEADLINE_S, f"{setup.name}: {program} after SIG{sig}",
+               interval_s=0.1)
+    return time.monotonic() - t0
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--programs", default=",".join(PROGRAMS))
+    args = parser.parse_args()
+    programs = [p for p in args.programs.split(",") if p]
+    client = docker.from_env()
+    sizes = {tag: client.images.get(tag).attrs["Size"] / 1e6 for tag in (APP, OFFLINE)}
+
+    results: dict[str, dict] = {}
+    for setup in (Botstack(), Usual()):
+        r = results[setup.name] = {"cold_start_s": [], "stop_s": [], "memory_mib": [], "heal_s": {}}
+        try:
+            for run in range(args.runs):
+                r["cold_start_s"].append(setup.start())
+                setup.settle()
+                r["memory_mib"].append(setup.memory_mib())
+                for program in programs:
+                    for sig in SIGNALS:
+                        t = heal_time(setup, program, sig)
+                        r["heal_s"].setdefault(f"{program} SIG{sig}", []).append(t)
+                        print(f"{setup.name} run {run + 1}: {program} SIG{sig} answered again after {t:.1f} s",
+                              flush=True)
+                setup.settle()
+                r["stop_s"].append(setup.stop())
+                setup.down()
+        finally:
+            setup.close()
+
+    b, u = results["botstack"], results["usual"]
+    rows = [(key, median(b["heal_s"][key]), median(u["heal_s"][key])) for key in b["heal_s"]]
+    rows += [("cold start", median(b["cold_start_s"]), median(u["cold_start_s"])),
+             ("stop", median(b["stop_s"]), median(u["stop_s"]))]
+    print(f"\n{args.runs} runs each, medians; ratio = usual / botstack (above 1: botstack is faster)")
+    print(f"{'':<16} {'botstack':>10} {'usual':>10} {'ratio':>7}")
+    for key, bv, uv in rows:
+        print(f"{key:<16} {bv:>9.1f}s {uv:>9.1f}s {uv / bv:>7.2f}")
+    bm, um = median(b["memory_mib"]), median(u["memory_mib"])
+    print(f"{'memory (RSS)':<16} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
+    print(f"images: botstack (offline test image, with the stand-in mongod) {sizes[OFFLINE]:.0f} MB; "
+          f"usual: app {sizes[APP]:.0f} MB for api/web/bot/watcher + a database image (offline: the same "
+          f"{sizes[OFFLINE]:.0f} MB image; online it would be the official mongo image)")
+    out = ROOT / "bench" / "results"
+    out.mkdir(exist_ok=True)
+    (out / "vs_compose.json").write_text(json.dumps({"runs": args.runs, "results": results, "sizes_mb": sizes},
+                                                    indent=2))
+
+
+if __name__ == "__main__":
+    main()
