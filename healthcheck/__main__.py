@@ -29,11 +29,10 @@ def status(run_dir: str) -> int:
 
 
 def run() -> int:
-    from pymongo import MongoClient
-
     from healthcheck.events import COLLECTION, EventLog
     from healthcheck.policy import HealPolicy
     from healthcheck.sidecar import Sidecar
+    from services.common.db import make_sync_client
     from services.api.probe import probe as api_probe
     from services.api.probe import readiness as api_readiness
     from services.bot.probe import probe as bot_probe
@@ -53,9 +52,7 @@ def run() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    ms = 1000
-    events_db = MongoClient(settings.mongodb_uri, appname="botstack-healthcheck", serverSelectionTimeoutMS=ms,
-                            connectTimeoutMS=ms, socketTimeoutMS=ms)[settings.mongodb_db]
+    events_db = make_sync_client(settings, "healthcheck", timeout_ms=1000)[settings.mongodb_db]
     events = EventLog(events_db[COLLECTION])
     events.start_writer()
     sidecar = Sidecar(

@@ -3,7 +3,10 @@
 Polling mode (default): poll only while holding the polling lease (lease.py, poller.py).
 Webhook mode (TELEGRAM_WEBHOOK_URL, or RAILWAY_PUBLIC_DOMAIN on Railway): set the webhook and
 receive updates through the API's /telegram/webhook (webhook.py).
-On SIGTERM: stop taking updates, finish the ones already taken, then release the lease.
+Either way updates go through the durable inbox (inbox.py): stored before Telegram is told they
+arrived, done only after their handlers finished, retried or parked when they fail.
+On SIGTERM: stop taking updates, finish the ones already taken, hand back the rest, then release
+the lease.
 """
 
 from __future__ import annotations
@@ -13,11 +16,15 @@ import logging
 import signal
 from pathlib import Path
 
-from telegram.error import InvalidToken, NetworkError, TimedOut
+from pymongo.errors import PyMongoError
+from telegram.error import InvalidToken
 from telegram.ext import Application, ApplicationBuilder
 
-from services.bot import dedupe, handlers, jobs, schema, webhook
+from services.bot import handlers, inbox, jobs, schema, webhook
+from services.bot.botapi import until_it_works
+from services.bot.flood import FloodSafeLimiter
 from services.bot.heartbeat import beat_forever
+from services.bot.inbox import Inbox, InboxUpdateProcessor
 from services.bot.lease import COLLECTION as LEASES
 from services.bot.lease import Lease, holder_id, lease_key
 from services.bot.poller import Poller
@@ -26,47 +33,44 @@ from services.common.db import database, make_client
 from services.common.logs import setup_logging
 from services.common.migrations import migrate_when_reachable
 from services.common.settings import EX_CONFIG, Settings, require, settings_or_exit
+from services.common.wait import wait_for_stop
 
 PROGRAM = "bot"
 log = logging.getLogger("botstack.bot")
 
 
-async def initialize_with_retry(app: Application, stop: asyncio.Event) -> bool:
-    """getMe until Telegram answers; False if asked to stop first."""
-    delay = 1.0
-    while not stop.is_set():
-        try:
-            await app.initialize()
-            return True
-        except (NetworkError, TimedOut) as exc:
-            log.warning("Bot API not reachable (%s); retrying in %.0f s", exc, delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, 30.0)
-    return False
-
-
-async def warn_if_webhook_set(app: Application) -> None:
+async def warn_if_webhook_set(app: Application, stop: asyncio.Event) -> None:
     """Polling deletes a webhook; never silently (python-telegram-bot's Updater would)."""
-    info = await app.bot.get_webhook_info()
-    if info.url:
+    info = await until_it_works("getWebhookInfo", app.bot.get_webhook_info, stop)
+    if info is not None and info.url:
         log.warning("a webhook is set (%s); polling mode deletes it now (set TELEGRAM_WEBHOOK_URL "
                     "to run in webhook mode instead)", info.url)
-        await app.bot.delete_webhook(drop_pending_updates=False)
+        await until_it_works("deleteWebhook", lambda: app.bot.delete_webhook(drop_pending_updates=False), stop)
 
 
-async def run_polling(app: Application, settings: Settings, db, status: BotStatus, stop: asyncio.Event) -> None:
+async def release_predecessors(box: Inbox, stop: asyncio.Event) -> None:
+    """As soon as MongoDB answers: what the previous bot process here had taken is due again."""
+    while not stop.is_set():
+        try:
+            await box.release_predecessors()
+            return
+        except PyMongoError:
+            await wait_for_stop(stop, 1.0)
+
+
+async def run_polling(app: Application, settings: Settings, db, box: Inbox, status: BotStatus,
+                      stop: asyncio.Event) -> None:
     token = settings.telegram_bot_token.get_secret_value()
     lease = Lease(db[LEASES], lease_key(token), status.instance, settings.lease_ttl_s)
-    await warn_if_webhook_set(app)
-    poller = Poller(app, lease, status, settings.poll_timeout_s)
+    await warn_if_webhook_set(app, stop)
+    poller = Poller(app, lease, box, status, settings.poll_timeout_s)
     try:
         await poller.run(stop)
     finally:
         status.set(role="stopping")
-        await app.stop()  # handles the updates already taken
+        box.stopping = True  # finish the updates that run; hand back those that wait
+        await app.stop()
+        await box.hand_back()
         try:
             await lease.release()
             log.info("lease released")
@@ -74,10 +78,12 @@ async def run_polling(app: Application, settings: Settings, db, status: BotStatu
             log.warning("could not release the lease (%s); it expires in %.0f s", exc, settings.lease_ttl_s)
 
 
-async def run_webhook(app: Application, settings: Settings, status: BotStatus, stop: asyncio.Event) -> None:
+async def run_webhook(app: Application, settings: Settings, box: Inbox, status: BotStatus,
+                      stop: asyncio.Event) -> None:
     secret = webhook.webhook_secret(settings)
-    srv = webhook.server(app, secret, settings.bot_webhook_port)
+    srv = webhook.server(box, secret, settings.bot_webhook_port)
     serving = asyncio.create_task(srv.serve())
+    dispatching = asyncio.create_task(box.dispatch(app, stop), name="inbox")
     try:
         if await webhook.set_webhook(app, settings.webhook_url, secret, stop):
             status.set(role="active")
@@ -86,7 +92,10 @@ async def run_webhook(app: Application, settings: Settings, status: BotStatus, s
         status.set(role="stopping")
         srv.should_exit = True
         await serving
-        await app.stop()  # handles the updates already received; the webhook stays set
+        await dispatching
+        box.stopping = True  # finish the updates that run; hand back those that wait
+        await app.stop()  # the webhook stays set
+        await box.hand_back()
 
 
 async def run() -> int:
@@ -105,16 +114,24 @@ async def run() -> int:
     status.write()
     client = make_client(settings, PROGRAM)
     db = database(client, settings)
-    app = ApplicationBuilder().token(token).base_url(settings.telegram_api_base_url).updater(None).build()
+    box = Inbox(db[inbox.COLLECTION], settings.bot_id, status.instance,
+                claim_ttl_s=settings.inbox_claim_ttl_s, max_attempts=settings.inbox_max_attempts,
+                retry_base_s=settings.inbox_retry_base_s, retention_s=settings.inbox_retention_h * 3600,
+                window=settings.inbox_concurrency * 4)
+    app = (ApplicationBuilder().token(token).base_url(settings.telegram_api_base_url).updater(None)
+           .rate_limiter(FloodSafeLimiter(settings))
+           .concurrent_updates(InboxUpdateProcessor(box, settings.inbox_concurrency))
+           .build())
     app.bot_data["instance"] = status.instance
+    inbox.install(app, box)
     handlers.install(app, settings, db)
-    dedupe.install(app)
     jobs.schedule(app, settings.job_interval_s)
     heartbeat = asyncio.create_task(beat_forever(Path(settings.run_dir) / "bot.heartbeat"))
     migrating = asyncio.create_task(migrate_when_reachable(db, PROGRAM, schema.STEPS))
+    releasing = asyncio.create_task(release_predecessors(box, stop))
     try:
         try:
-            if not await initialize_with_retry(app, stop):
+            if await until_it_works("getMe", app.initialize, stop) is None and stop.is_set():
                 return 0
         except InvalidToken:
             log.error("TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized)")
@@ -122,15 +139,17 @@ async def run() -> int:
         log.info("bot @%s (id %s), %s mode, instance %s, Bot API %s", app.bot.username, settings.bot_id,
                  mode, status.instance, settings.telegram_api_base_url)
         await app.start()
+        await releasing  # before handling anything: the predecessor's claims first
         if mode == "webhook":
-            await run_webhook(app, settings, status, stop)
+            await run_webhook(app, settings, box, status, stop)
         else:
-            await run_polling(app, settings, db, status, stop)
+            await run_polling(app, settings, db, box, status, stop)
         await app.shutdown()
         return 0
     finally:
         heartbeat.cancel()
         migrating.cancel()
+        releasing.cancel()
         await client.close()
 
 

@@ -1,12 +1,20 @@
-"""What the bot does with an update. One handler per behaviour."""
+"""What the bot does with an update. One handler per behaviour.
+
+Handlers run at least once per update: the inbox runs an update again when its process died
+before it was marked done. So every write here is keyed by the update (an upsert on update_id,
+or a filter that skips an update already applied), and a re-run changes nothing stored; at
+most a reply is sent twice.
+"""
 
 from __future__ import annotations
 
+import importlib
 import logging
 from datetime import datetime, timezone
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
 from telegram.ext import (
     Application,
@@ -95,9 +103,14 @@ async def menu(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def pressed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """The button: answer the callback (or the client spins forever) and edit the message."""
     query = update.callback_query
-    doc = await _db(context)[CONTEXTS].find_one_and_update(
-        {"_id": query.from_user.id}, {"$inc": {"presses": 1}}, upsert=True, return_document=ReturnDocument.AFTER
-    )
+    try:  # counted once per update: one user's updates run in order, so update ids only grow
+        doc = await _db(context)[CONTEXTS].find_one_and_update(
+            {"_id": query.from_user.id, "last_press": {"$not": {"$gte": update.update_id}}},
+            {"$inc": {"presses": 1}, "$set": {"last_press": update.update_id}},
+            upsert=True, return_document=ReturnDocument.AFTER,
+        )
+    except DuplicateKeyError:  # this press was counted before a crash; count it once
+        doc = await _db(context)[CONTEXTS].find_one({"_id": query.from_user.id})
     await query.answer("Pressed")
     await query.edit_message_text(f"Pressed {doc['presses']} time(s).", reply_markup=_keyboard())
 
@@ -108,16 +121,21 @@ async def remember(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not note:
         await update.effective_message.reply_text("Usage: /remember <text>", do_quote=True)
         return
-    await _db(context)[CONTEXTS].update_one(
-        {"_id": update.effective_user.id}, {"$push": {"notes": note}}, upsert=True
-    )
+    try:  # the filter skips a note this update already stored (a re-run after a crash)
+        await _db(context)[CONTEXTS].update_one(
+            {"_id": update.effective_user.id, "notes.update_id": {"$ne": update.update_id}},
+            {"$push": {"notes": {"text": note, "update_id": update.update_id}}},
+            upsert=True,
+        )
+    except DuplicateKeyError:
+        log.info("note of update %s was stored before; not stored twice", update.update_id)
     await update.effective_message.reply_text("Noted.", do_quote=True)
 
 
 async def recall(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/recall: the user's context, as stored (survives restarts and redeploys)."""
     doc = await _db(context)[CONTEXTS].find_one({"_id": update.effective_user.id}) or {}
-    notes = doc.get("notes", [])
+    notes = [n["text"] if isinstance(n, dict) else str(n) for n in doc.get("notes", [])]
     text = "Notes: " + "; ".join(notes) if notes else "No notes yet."
     await update.effective_message.reply_text(f"{text}\nPresses: {doc.get('presses', 0)}", do_quote=True)
 
@@ -131,6 +149,8 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 def install(application: Application, settings: Settings, db: AsyncDatabase) -> None:
     application.bot_data["settings"] = settings
     application.bot_data["db"] = db
+    for name in settings.bot_extensions:  # BOTSTACK_BOT_EXTENSIONS: modules with install(application)
+        importlib.import_module(name).install(application)
     application.add_handler(MessageHandler(filters.ALL, record_message), group=-1)
     application.add_handler(CommandHandler("start", start))
     application.add_handler(CommandHandler("version", version))

@@ -6,6 +6,10 @@ webhook when it starts. This loop instead
 - cancels the poll in flight the moment a renewal fails;
 - on a 409 anyway (an instance that shares the token but not the database) backs off with
   jitter, counts the conflict and logs at most one line a minute;
+- survives every Bot API error: a 429 waits `retry_after`, anything else backs off;
+- writes each batch to the inbox (inbox.py) *before* the next getUpdates confirms it, and
+  never advances the offset past what MongoDB did not take;
+- runs the inbox's dispatcher only while holding the lease, so one instance handles updates;
 - confirms the last offset before it lets go, so the next holder starts after it.
 """
 
@@ -13,27 +17,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
+import warnings
 
+from pymongo.errors import PyMongoError
 from telegram import Update
-from telegram.error import Conflict, NetworkError, TimedOut
+from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application
+from telegram.warnings import PTBUserWarning
 
+from services.bot.botapi import backoff_s, retry_after_s
+from services.bot.inbox import Inbox
 from services.bot.lease import Lease
 from services.bot.status import BotStatus
+from services.common.wait import wait_for_stop
 
 log = logging.getLogger("botstack.bot.poller")
 
 STANDBY_RETRY_S = 1.0
-BACKOFF_MAX_S = 30.0
 LOG_EVERY_S = 60.0
 
 
 class Poller:
-    def __init__(self, app: Application, lease: Lease, status: BotStatus, poll_timeout_s: int) -> None:
+    def __init__(self, app: Application, lease: Lease, inbox: Inbox, status: BotStatus, poll_timeout_s: int) -> None:
         self.app = app
         self.lease = lease
+        self.inbox = inbox
         self.status = status
         self.poll_timeout_s = poll_timeout_s
         self.offset: int | None = None
@@ -47,17 +56,20 @@ class Poller:
         held when asked to stop, so the caller can finish pending updates and then release it."""
         while not stop.is_set():
             if not await self._try_acquire():
-                await _wait(stop, STANDBY_RETRY_S)
+                await wait_for_stop(stop, STANDBY_RETRY_S)
                 continue
             log.info("lease acquired: this instance polls (renewing every %.0f s)", self.lease.renew_every_s)
             self.status.set(role="active", lease_holder=self.lease.holder)
+            holding = asyncio.Event()  # set when this turn at the lease ends
             polling = asyncio.create_task(self._poll_forever(), name="poll")
             keeping = asyncio.create_task(self._keep_lease(), name="lease")
             stopping = asyncio.create_task(stop.wait(), name="stop")
-            await asyncio.wait({polling, keeping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            dispatching = asyncio.create_task(self.inbox.dispatch(self.app, holding), name="inbox")
+            await asyncio.wait({polling, keeping, stopping, dispatching}, return_when=asyncio.FIRST_COMPLETED)
+            holding.set()
             for task in (polling, keeping, stopping):
                 task.cancel()
-            await asyncio.gather(polling, keeping, stopping, return_exceptions=True)
+            await asyncio.gather(polling, keeping, stopping, dispatching, return_exceptions=True)
             if polling.done() and not polling.cancelled() and polling.exception():
                 raise polling.exception()
             if stop.is_set():
@@ -94,37 +106,61 @@ class Poller:
         while True:
             try:
                 self._sent_offset = self.offset
-                updates = await self.app.bot.get_updates(
-                    offset=self.offset, timeout=self.poll_timeout_s, allowed_updates=Update.ALL_TYPES
-                )
+                raw = await self._get_updates(self.offset, self.poll_timeout_s)
             except Conflict as exc:
                 self.status.conflict()
                 await self._backoff(logging.WARNING, "409 Conflict from the Bot API (%s); another instance "
                                     "polls with this token (%d conflicts so far)", exc, self.status.conflicts)
                 continue
-            except (NetworkError, TimedOut) as exc:
-                await self._backoff(logging.WARNING, "Bot API unreachable (%s); retrying", exc)
+            except InvalidToken:
+                raise
+            except RetryAfter as exc:
+                self._throttled(logging.WARNING, "getUpdates: flood control, waiting %.0f s as Telegram asks",
+                                retry_after_s(exc))
+                await asyncio.sleep(retry_after_s(exc))
+                continue
+            except TelegramError as exc:
+                await self._backoff(logging.WARNING, "getUpdates failed (%s: %s); retrying",
+                                    type(exc).__name__, exc)
                 continue
             self._errors = 0
-            for update in updates:
-                await self.app.update_queue.put(update)
-            if updates:
-                self.offset = updates[-1].update_id + 1
+            if not raw:
+                continue
+            try:
+                await self.inbox.store(raw)
+            except PyMongoError as exc:  # not stored: not confirmed; Telegram sends them again
+                await self._backoff(logging.WARNING, "inbox unavailable (%s); %d update(s) stay at Telegram",
+                                    type(exc).__name__, len(raw))
+                continue
+            ids = [u["update_id"] for u in raw if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
+            if ids:
+                self.offset = max(ids) + 1
+
+    async def _get_updates(self, offset: int | None, timeout: int, limit: int = 100) -> list:
+        """getUpdates as raw JSON: a malformed update must reach the inbox (to be parked), not
+        fail the whole batch in Update.de_json."""
+        kwargs = {"timeout": timeout, "limit": limit, "allowed_updates": Update.ALL_TYPES}
+        if offset is not None:
+            kwargs["offset"] = offset
+        with warnings.catch_warnings():  # "use get_updates instead": on purpose, see above
+            warnings.simplefilter("ignore", PTBUserWarning)
+            result = await self.app.bot.do_api_request(
+                "getUpdates", api_kwargs=kwargs, read_timeout=timeout + 10, return_type=None)
+        return result if isinstance(result, list) else []
 
     async def confirm_offset(self) -> None:
         """Tell the Bot API which updates this instance took, so the next holder starts after them."""
         if self.offset is None or self.offset == self._sent_offset:
             return  # the last poll already carried it (and the API throttles repeating an offset)
         try:
-            await self.app.bot.get_updates(offset=self.offset, timeout=0, limit=1)
-        except Exception as exc:  # best effort: the next holder's deduplication covers the rest
+            await self._get_updates(self.offset, 0, limit=1)
+        except Exception as exc:  # best effort: the inbox recognises updates it already has
             log.warning("could not confirm offset %s: %s", self.offset, exc)
 
     async def _backoff(self, level: int, message: str, *args) -> None:
         self._errors += 1
-        ceiling = min(BACKOFF_MAX_S, 2 ** min(self._errors, 10))
         self._throttled(level, message, *args)
-        await asyncio.sleep(random.uniform(ceiling / 2, ceiling))  # jitter: instances drift apart
+        await asyncio.sleep(backoff_s(self._errors))
 
     def _throttled(self, level: int, message: str, *args) -> None:
         now = time.monotonic()
@@ -136,9 +172,3 @@ class Poller:
         log.log(level, message, *args)
         self._quiet_until, self._suppressed = now + LOG_EVERY_S, 0
 
-
-async def _wait(event: asyncio.Event, timeout_s: float) -> None:
-    try:
-        await asyncio.wait_for(event.wait(), timeout=timeout_s)
-    except TimeoutError:
-        pass

@@ -2,7 +2,7 @@
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.bot.dedupe import COLLECTION as PROCESSED
+from services.bot.inbox import COLLECTION as INBOX
 from services.bot.jobs import ORDERS, RUNS
 from services.common.collections import MESSAGES, USERS
 from services.common.migrations import expiring_index
@@ -11,7 +11,6 @@ WEEK_S = 7 * 24 * 3600
 
 
 async def v1(db: AsyncDatabase) -> None:
-    await expiring_index(db, PROCESSED, "at", WEEK_S)
     await db[USERS].create_index("username")
     await db[MESSAGES].create_index([("chat_id", 1), ("date", -1)])
 
@@ -21,4 +20,14 @@ async def v2(db: AsyncDatabase) -> None:
     await expiring_index(db, RUNS, "at", WEEK_S)
 
 
-STEPS = [(1, v1), (2, v2)]
+async def v3(db: AsyncDatabase) -> None:
+    """The durable inbox replaces processed_updates (which marked updates before they ran)."""
+    await db[INBOX].create_index([("bot", 1), ("state", 1), ("update_id", 1)])
+    await db[INBOX].create_index("claim")
+    # Done entries: the inbox deletes them after BOTSTACK_INBOX_RETENTION_H itself; the TTL index
+    # (where the server has them) is the backstop at the default retention.
+    await expiring_index(db, INBOX, "done_at", WEEK_S)
+    await db.drop_collection("processed_updates")
+
+
+STEPS = [(1, v1), (2, v2), (3, v3)]

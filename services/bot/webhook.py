@@ -3,7 +3,9 @@
 The receiver runs inside the bot program, in the same event loop as the application (as in
 python-telegram-bot's custom-webhook examples), on 127.0.0.1 only. The API program forwards
 `POST /telegram/webhook` to it, so one public port is enough (Railway gives a service one).
-Why in the bot: the update goes straight into the application's queue, no database hop.
+The receiver writes the update to the inbox (inbox.py, journaled) before it answers 2xx: what
+Telegram was told arrived is in MongoDB. When MongoDB does not take it the answer is 503, and
+Telegram delivers it again later.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
+from pymongo.errors import PyMongoError
 from telegram import Update
-from telegram.error import RetryAfter
 from telegram.ext import Application
 
+from services.bot.botapi import until_it_works
+from services.bot.inbox import Inbox
 from services.common.settings import Settings
 
 log = logging.getLogger("botstack.bot.webhook")
@@ -40,7 +44,7 @@ def webhook_secret(settings: Settings) -> str:
     return hmac.new(token, b"botstack-webhook-secret", hashlib.sha256).hexdigest()
 
 
-def receiver(app: Application, secret: str) -> Starlette:
+def receiver(inbox: Inbox, secret: str) -> Starlette:
     expected = secret.encode()
 
     async def receive(request: Request) -> JSONResponse:
@@ -50,32 +54,31 @@ def receiver(app: Application, secret: str) -> Starlette:
             return JSONResponse({"ok": False, "error": "forbidden"}, status_code=403)
         try:
             data = json.loads(await request.body())
-            update = Update.de_json(data, app.bot)
-        except (ValueError, TypeError, KeyError) as exc:
-            log.warning("malformed webhook update skipped: %s", exc)
-            return JSONResponse({"ok": False, "error": "malformed update"}, status_code=400)
-        await app.update_queue.put(update)
+        except ValueError as exc:
+            log.warning("webhook body that is not JSON refused: %s", exc)
+            return JSONResponse({"ok": False, "error": "body is not JSON"}, status_code=400)
+        try:
+            await inbox.store([data])  # an object without update_id is parked there as malformed
+        except PyMongoError as exc:
+            log.warning("inbox unavailable (%s); webhook update refused with 503, Telegram retries it",
+                        type(exc).__name__)
+            return JSONResponse({"ok": False, "error": "database unavailable"}, status_code=503)
         return JSONResponse({"ok": True})
 
     return Starlette(routes=[Route(PATH, receive, methods=["POST"])])
 
 
 async def set_webhook(app: Application, url: str, secret: str, stop: asyncio.Event) -> bool:
-    """setWebhook, honouring 429 retry_after. Never deleteWebhook: a stopping instance must
-    not unregister the webhook its successor relies on."""
-    while not stop.is_set():
-        try:
-            await app.bot.set_webhook(url=url, secret_token=secret, allowed_updates=Update.ALL_TYPES)
-            log.info("webhook set to %s", url)
-            return True
-        except RetryAfter as exc:
-            delay = exc.retry_after if isinstance(exc.retry_after, (int, float)) else exc.retry_after.total_seconds()
-            log.warning("setWebhook throttled by the Bot API; retrying in %s s", delay)
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=float(delay))
-            except TimeoutError:
-                pass
-    return False
+    """setWebhook until it works (429s and outages are waited out). Never deleteWebhook: a
+    stopping instance must not unregister the webhook its successor relies on."""
+
+    async def call() -> bool:
+        return await app.bot.set_webhook(url=url, secret_token=secret, allowed_updates=Update.ALL_TYPES)
+
+    if await until_it_works("setWebhook", call, stop) is None:
+        return False
+    log.info("webhook set to %s", url)
+    return True
 
 
 class _Server(uvicorn.Server):
@@ -86,7 +89,7 @@ class _Server(uvicorn.Server):
         yield
 
 
-def server(app: Application, secret: str, port: int) -> uvicorn.Server:
-    config = uvicorn.Config(receiver(app, secret), host="127.0.0.1", port=port, log_config=None,
+def server(inbox: Inbox, secret: str, port: int) -> uvicorn.Server:
+    config = uvicorn.Config(receiver(inbox, secret), host="127.0.0.1", port=port, log_config=None,
                             access_log=False, lifespan="off")
     return _Server(config)

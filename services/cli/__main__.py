@@ -4,6 +4,7 @@ usage: botstack status              programs, build, health verdict, restarts
        botstack doctor              preflight checks; exit 1 if any fails
        botstack backup              dump the database into BOTSTACK_BACKUP_DIR, verified
        botstack restore <backup>    stop bot and api, restore, start them again
+       botstack inbox [retry|drop]  failed updates: list, handle again, delete (botstack inbox -h)
        botstack deploy [--rollback] on the host: lock, doctor, backup, build, up, verify,
                                     roll back on failure (botstack deploy --help)
 
@@ -43,6 +44,15 @@ def status() -> int:
     bot = verdict.get("bot")
     if bot:
         print(f"bot: {bot.get('role')} ({bot.get('mode')} mode), {bot.get('conflicts', 0)} polling conflicts")
+    try:
+        from services.bot.inbox import COLLECTION
+        from services.cli.inbox import counts, summary
+        from services.common.db import make_sync_client
+
+        with make_sync_client(settings, "cli") as client:
+            print(summary(counts(client[settings.mongodb_db][COLLECTION], settings.bot_id)))
+    except Exception as exc:  # status still reports what it can see without the database
+        print(f"inbox: unknown (database not reachable: {type(exc).__name__})")
     return 0 if verdict["status"] in ("healthy", "degraded") else 1
 
 
@@ -54,6 +64,10 @@ def main(argv: list[str]) -> int:
         return deploy.main(args)
     if command == "status" and not args:
         return status()
+    if command == "inbox":
+        from services.cli import inbox
+
+        return inbox.main(settings_or_exit("botstack"), args)
     if command == "doctor" and not args:
         from services.cli import doctor
 

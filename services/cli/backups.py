@@ -12,6 +12,7 @@ from pathlib import Path
 from pymongo import MongoClient
 
 from services.cli import archive
+from services.common.db import make_sync_client
 from services.common.settings import Settings
 from services.common.supervisor import rpc
 
@@ -24,7 +25,7 @@ def _name(settings: Settings, suffix: str) -> str:
 
 
 def _client(settings: Settings) -> MongoClient:
-    return MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=settings.mongodb_timeout_ms, tz_aware=True)
+    return make_sync_client(settings, "backup")
 
 
 def backup(settings: Settings, out=print) -> Path:

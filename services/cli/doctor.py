@@ -11,7 +11,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
-from pymongo import MongoClient, WriteConcern
+from pymongo import WriteConcern
+
+from services.common.db import make_sync_client
 
 from services.common.settings import ConfigError, Settings, load_settings
 
@@ -44,7 +46,7 @@ def check_settings() -> tuple[Check, Settings | None]:
 
 def check_database(settings: Settings) -> Check:
     try:
-        with MongoClient(settings.mongodb_uri, serverSelectionTimeoutMS=settings.mongodb_timeout_ms) as client:
+        with make_sync_client(settings, "doctor") as client:
             probe = client[settings.mongodb_db].get_collection("doctor", write_concern=WriteConcern(w=1, j=True))
             key = f"doctor-{os.getpid()}"
             probe.replace_one({"_id": key}, {"_id": key, "at": datetime.now(timezone.utc)}, upsert=True)

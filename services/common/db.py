@@ -1,4 +1,5 @@
-"""The database client every program uses: PyMongo's AsyncMongoClient (Motor is end-of-life).
+"""The one place database clients are made: PyMongo's AsyncMongoClient for the programs (Motor
+is end-of-life), its synchronous twin for the `botstack` command, with the same options.
 
 The client connects lazily, so a program starts (and answers liveness) while MongoDB is
 still coming up; readiness is a separate, bounded ping.
@@ -8,20 +9,29 @@ from __future__ import annotations
 
 import asyncio
 
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.common.settings import Settings
 
 
+def _options(settings: Settings, program: str) -> dict:
+    return {"appname": f"botstack-{program}", "tz_aware": True,
+            "serverSelectionTimeoutMS": settings.mongodb_timeout_ms,
+            "connectTimeoutMS": settings.mongodb_timeout_ms}
+
+
 def make_client(settings: Settings, program: str) -> AsyncMongoClient:
-    return AsyncMongoClient(
-        settings.mongodb_uri,
-        appname=f"botstack-{program}",
-        tz_aware=True,
-        serverSelectionTimeoutMS=settings.mongodb_timeout_ms,
-        connectTimeoutMS=settings.mongodb_timeout_ms,
-    )
+    return AsyncMongoClient(settings.mongodb_uri, **_options(settings, program))
+
+
+def make_sync_client(settings: Settings, program: str = "cli", timeout_ms: int | None = None) -> MongoClient:
+    """For the `botstack` command and the health sidecar (threads, no event loop).
+    `timeout_ms` also bounds each operation: a probe must never wait longer than its period."""
+    options = _options(settings, program)
+    if timeout_ms is not None:
+        options.update(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms)
+    return MongoClient(settings.mongodb_uri, **options)
 
 
 def database(client: AsyncMongoClient, settings: Settings) -> AsyncDatabase:

@@ -50,19 +50,16 @@ class HeartbeatProbe(Probe):
 
 @dataclass
 class MongoPingProbe(Probe):
-    uri: str = ""
+    settings: object = None  # Settings; the client comes from services/common/db.py
     _client: object = field(default=None, repr=False)
 
     def check(self) -> tuple[bool, str]:
-        from pymongo import MongoClient
         from pymongo.errors import PyMongoError
 
+        from services.common.db import make_sync_client
+
         if self._client is None:
-            ms = int(self.timeout_s * 1000)
-            self._client = MongoClient(
-                self.uri, appname="botstack-healthcheck", serverSelectionTimeoutMS=ms,
-                connectTimeoutMS=ms, socketTimeoutMS=ms,
-            )
+            self._client = make_sync_client(self.settings, "healthcheck", timeout_ms=int(self.timeout_s * 1000))
         try:
             self._client.admin.command("ping")
             return True, "ping ok"

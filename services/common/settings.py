@@ -79,6 +79,21 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(15.0, ge=3, le=600)
     poll_timeout_s: int = Field(10, ge=0, le=50)
     job_interval_s: float = Field(60.0, ge=1, le=86400)
+    bot_extensions_csv: str = Field("", validation_alias="BOTSTACK_BOT_EXTENSIONS",
+                                    pattern=r"^[A-Za-z0-9_.,\s]*$")
+
+    # The durable inbox (services/bot/inbox.py).
+    inbox_concurrency: int = Field(64, ge=1, le=1024, description="updates handled at once (different chats)")
+    inbox_max_attempts: int = Field(5, ge=1, le=100)
+    inbox_retry_base_s: float = Field(2.0, gt=0, le=3600)
+    inbox_claim_ttl_s: float = Field(30.0, ge=3, le=3600)
+    inbox_retention_h: float = Field(168.0, gt=0, le=24 * 365)
+
+    # Flood-safe sending (services/bot/flood.py); Telegram's published limits by default.
+    rate_overall_per_s: float = Field(30.0, ge=0, le=1000)
+    rate_group_per_min: float = Field(20.0, ge=0, le=10000)
+    rate_chat_per_s: float = Field(1.0, ge=0, le=1000)
+    rate_max_retries: int = Field(5, ge=0, le=100)
 
     telegram_api_base_url: str = Field(
         "https://api.telegram.org/bot", validation_alias="TELEGRAM_API_BASE_URL"
@@ -157,6 +172,11 @@ class Settings(BaseSettings):
         if self.railway_public_domain:
             return f"https://{self.railway_public_domain}/telegram/webhook"
         return None
+
+    @property
+    def bot_extensions(self) -> list[str]:
+        """Modules whose install(application) adds handlers (BOTSTACK_BOT_EXTENSIONS, comma-separated)."""
+        return [name.strip() for name in self.bot_extensions_csv.split(",") if name.strip()]
 
     @property
     def build_sha(self) -> str:

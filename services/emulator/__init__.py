@@ -22,6 +22,8 @@ Reproduced, with the real server's wording (each module names the server code it
   and retried (delivery.py);
 - sendMessage with reply_parameters / reply_to_message_id (400 for a missing message unless
   allow_sending_without_reply) and reply_markup (inline keyboards validated and echoed),
+  flood control: 429 "Too Many Requests: retry after N" past the published per-chat, per-group
+  and overall sending limits (flood.py; on by default, --no-flood-control turns it off),
   editMessageText (400 "message to edit not found", 400 "message is not modified: ...", the
   keyboard goes when reply_markup is omitted), answerCallbackQuery (once per query)
   (messages.py, markup.py).
@@ -30,8 +32,7 @@ Not reproduced:
 - every other method (404), files and multipart bodies, certificates, inline mode, groups and
   channels beyond their ids, @username chat ids; parse_mode and entities (text is stored as sent);
   "chat not found" for chats that never wrote to the bot; text length in UTF-16 units;
-- Telegram's flood limits (arm a 429 with the fail-next control instead), the answer window of
-  callback queries, update expiry after 24 h, the ~1-2 ms batching delay before a woken poll returns;
+- the answer window of callback queries, update expiry after 24 h, the ~1-2 ms batching delay before a woken poll returns;
 - api.telegram.org's webhook rules: https only, ports 80/88/443/8443, no private IPs. Like a local
   Bot API server, any http(s) URL whose host resolves is accepted, so tests use 127.0.0.1
   (and `--plain-http-webhooks` delivers https:// URLs over http, as behind a TLS proxy);

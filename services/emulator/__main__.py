@@ -14,9 +14,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8081)
     parser.add_argument("--plain-http-webhooks", action="store_true",
                         help="deliver https:// webhook URLs over plain http, as a TLS-terminating proxy would")
+    parser.add_argument("--no-flood-control", action="store_true",
+                        help="never answer 429 for sending faster than Telegram's published limits")
     args = parser.parse_args()
     setup_logging("emulator")
-    uvicorn.run(create_app(plain_http_webhooks=args.plain_http_webhooks), host=args.host, port=args.port,
+    uvicorn.run(create_app(plain_http_webhooks=args.plain_http_webhooks, flood_control=not args.no_flood_control), host=args.host, port=args.port,
                 log_config=None, access_log=False)
 
 

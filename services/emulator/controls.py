@@ -18,7 +18,11 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
   POST /_emulator/bots/{id}/redeliver/{update_id}     one more POST of a delivered update -> its record
   POST /_emulator/bots/{id}/fail-next                 {"method", "error_code", "retry_after"?,
                                                        "description"?, "parameters"?, "times"?}
+                                                      | {"method", "black_hole": true, "times"?}
                                                       -> {"method", "armed"}
+  GET  /_emulator/bots/{id}/flood                     {"enabled", "limits", "refused", "early_retries"}
+  POST /_emulator/bots/{id}/flood                     {"enabled"?, "private"|"group"|"overall"?:
+                                                       [messages, seconds]} -> the same
 """
 
 from __future__ import annotations
@@ -94,6 +98,18 @@ def control_routes(emulator: Emulator) -> list[Route]:
             return _error(400, str(exc))
         return JSONResponse({"method": spec["method"], "armed": armed})
 
+    async def flood(request: Request) -> JSONResponse:
+        control = bot(request).flood
+        if request.method == "GET":
+            return JSONResponse(control.describe())
+        spec = await body(request)
+        if spec is None:
+            return _error(400, "body must be a JSON object")
+        try:
+            return JSONResponse(control.configure(spec))
+        except (TypeError, ValueError) as exc:
+            return _error(400, f"limits are [messages, seconds]: {exc}")
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "bots": len(emulator.bots)})
 
@@ -108,6 +124,7 @@ def control_routes(emulator: Emulator) -> list[Route]:
         Route(f"{prefix}/deliveries", deliveries),
         Route(f"{prefix}/redeliver/{{update_id:int}}", redeliver, methods=["POST"]),
         Route(f"{prefix}/fail-next", fail_next, methods=["POST"]),
+        Route(f"{prefix}/flood", flood, methods=["GET", "POST"]),
     ]
 
 

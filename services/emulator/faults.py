@@ -2,6 +2,8 @@
 retry_after, say), so tests can prove a bot obeys flood control without waiting for Telegram's.
 
 The failure replaces the call entirely: nothing is sent or recorded, as when Telegram refuses.
+A "black hole" (`{"method", "black_hole": true}`) takes the call and never answers it (until the
+client gives up), for timeout tests.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ DEFAULT_DESCRIPTIONS = {
 
 class Faults:
     def __init__(self) -> None:
-        self._armed: dict[str, list[ApiError]] = defaultdict(list)
+        self._armed: dict[str, list[ApiError | None]] = defaultdict(list)
+        self.swallowed = 0
 
     def arm(self, spec: dict) -> int:
         """`spec`: {"method", "error_code", "retry_after"?, "description"?, "parameters"?, "times"?}.
         Returns how many failures are now armed for that method."""
         method = str(spec["method"]).lower()
+        if spec.get("black_hole"):
+            self._armed[method].extend([None] * max(1, int(spec.get("times", 1))))
+            return len(self._armed[method])
         code = int(spec.get("error_code", 429))
         parameters = dict(spec.get("parameters") or {})
         if code == 429:
@@ -42,8 +48,14 @@ class Faults:
         self._armed[method].extend([error] * max(1, int(spec.get("times", 1))))
         return len(self._armed[method])
 
-    def check(self, method: str) -> None:
-        """Raise the next armed failure for `method` (case-insensitive, like the API's names)."""
+    def check(self, method: str) -> bool:
+        """Raise the next armed failure for `method` (case-insensitive, like the API's names);
+        True when the call is to be swallowed (a black hole)."""
         armed = self._armed.get(method.lower())
         if armed:
-            raise armed.pop(0)
+            error = armed.pop(0)
+            if error is None:
+                self.swallowed += 1
+                return True
+            raise error
+        return False

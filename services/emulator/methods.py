@@ -9,6 +9,7 @@ A handler returns (result, description): the server adds a description to some s
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Awaitable, Callable
 
@@ -26,8 +27,19 @@ async def call(bot: BotState, method: str, params: dict, probe: Probe | None = N
     handler = METHODS.get(method.lower())
     if handler is None:
         raise ApiError(404, "Not Found")
-    bot.faults.check(method)
+    if bot.faults.check(method):
+        await _never_answer(probe)
+    bot.flood.check(method, params)
     return await handler(bot, params, probe)
+
+
+async def _never_answer(probe: Probe | None) -> None:
+    """A black hole: hold the request until its client gives up (or an hour passes)."""
+    for _ in range(36_000):
+        if probe is not None and await probe():
+            break
+        await asyncio.sleep(0.1)
+    raise ApiError(504, "Gateway Timeout: black hole")
 
 
 async def get_me(bot: BotState, params: dict, probe: Probe | None) -> Reply:

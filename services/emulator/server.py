@@ -29,13 +29,15 @@ TOKEN = re.compile(r"^(\d{3,}):([A-Za-z0-9_-]{30,})$")
 
 
 class Emulator:
-    def __init__(self, plain_http_webhooks: bool = False) -> None:
+    def __init__(self, plain_http_webhooks: bool = False, flood_control: bool = True) -> None:
         self.bots: dict[int, BotState] = {}
         self.plain_http_webhooks = plain_http_webhooks
+        self.flood_control = flood_control
 
     def _new_bot(self, bot_id: int, secret: str) -> BotState:
         bot = BotState(bot_id, secret)
         bot.webhook.plain_http = self.plain_http_webhooks
+        bot.flood.enabled = self.flood_control
         return bot
 
     def bot_for_token(self, token: str) -> BotState:
@@ -77,9 +79,10 @@ async def _params(request: Request) -> dict:
     return params
 
 
-def create_app(plain_http_webhooks: bool = False) -> Starlette:
-    """`plain_http_webhooks`: deliver https:// webhook URLs over http (see webhook.py)."""
-    emulator = Emulator(plain_http_webhooks)
+def create_app(plain_http_webhooks: bool = False, flood_control: bool = True) -> Starlette:
+    """`plain_http_webhooks`: deliver https:// webhook URLs over http (see webhook.py);
+    `flood_control`: 429s past Telegram's published limits (flood.py)."""
+    emulator = Emulator(plain_http_webhooks, flood_control)
 
     async def bot_api(request: Request) -> JSONResponse:
         try:

@@ -24,6 +24,7 @@ import time
 from services.emulator.delivery import WebhookDelivery
 from services.emulator.errors import ApiError
 from services.emulator.faults import Faults
+from services.emulator.flood import FloodControl
 from services.emulator.messages import Outbox
 from services.emulator.polling import Poll, PollLog, Probe
 from services.emulator.updates import DEFAULT_ALLOWED, callback_query, parse_allowed_updates, text_message, update_type
@@ -63,6 +64,7 @@ class BotState:
         self.outbox = Outbox(self.user)
         self.webhook = Webhook()
         self.faults = Faults()
+        self.flood = FloodControl()
         self.changed = Wakeup()  # a new update or a webhook change: the delivery task looks again
         self.delivery = WebhookDelivery(self)
         self._held: Poll | None = None
@@ -272,6 +274,8 @@ class BotState:
             "overlapping_polls": self.poll_log.overlapping(),
             "since": self.poll_log.since,
             "sent": len(self.sent),
+            "flood": self.flood.describe(),
+            "swallowed": self.faults.swallowed,
         }
 
     def reset_stats(self) -> dict:

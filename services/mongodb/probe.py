@@ -9,5 +9,5 @@ from services.common.settings import Settings
 
 
 def probe(settings: Settings) -> MongoPingProbe:
-    return MongoPingProbe("mongodb", uri=settings.mongodb_uri,
+    return MongoPingProbe("mongodb", settings=settings,
                           period_s=1.0, timeout_s=0.8, failure_threshold=3, start_grace_s=30.0)

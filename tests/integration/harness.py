@@ -77,6 +77,29 @@ class Emulator:
         """A Bot API call, as a bot would make it (the token stays in this process)."""
         return httpx.post(f"{self.url}/bot{token}/{method}", json=params, timeout=10).json()
 
+    def inject_many(self, bot_id: str, texts_and_users: list[tuple[str, dict]]) -> list[int]:
+        """Queue many updates quickly (one connection); their update_ids in order."""
+        ids = []
+        with httpx.Client(base_url=self.url, timeout=10) as client:
+            for text, user in texts_and_users:
+                r = client.post(f"/_emulator/bots/{bot_id}/updates", json={"text": text, "user": user})
+                r.raise_for_status()
+                ids.append(r.json()["update_id"])
+        return ids
+
+    def inject_raw(self, bot_id: str, update: dict) -> int:
+        r = httpx.post(f"{self.url}/_emulator/bots/{bot_id}/updates", json={"update": update}, timeout=5)
+        r.raise_for_status()
+        return r.json()["update_id"]
+
+    def fail_next(self, bot_id: str, **spec) -> None:
+        httpx.post(f"{self.url}/_emulator/bots/{bot_id}/fail-next", json=spec, timeout=5).raise_for_status()
+
+    def flood(self, bot_id: str, **spec) -> dict:
+        if spec:
+            return httpx.post(f"{self.url}/_emulator/bots/{bot_id}/flood", json=spec, timeout=5).json()
+        return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/flood", timeout=5).json()
+
     def responses_to(self, bot_id: str, update_id: int) -> list[dict]:
         """Everything the bot sent because of one update (messages, edits, callback answers)."""
         return [m for m in self.sent(bot_id) if update_id in (m.get("update_id"), m.get("reply_to_update_id"))]
@@ -153,6 +176,19 @@ class Stack:
                                f"print(rpc('/run/botstack/supervisor.sock').supervisor.{call})"])
         assert code == 0, out
         return out.strip()
+
+    def db(self, expression: str):
+        """Evaluate a PyMongo expression on the stack's own database (`db`), inside the container;
+        its value comes back through JSON (ObjectIds and dates as strings)."""
+        code, out = self.exec(["python", "-c",
+                               "import json; from pymongo import MongoClient; "
+                               "db = MongoClient('mongodb://127.0.0.1:27017/?directConnection=true').botstack; "
+                               f"print(json.dumps({expression}, default=str))"])
+        assert code == 0, out
+        return json.loads(out.strip().splitlines()[-1])
+
+    def bot_pid(self) -> int:
+        return self.programs()["bot"]["pid"]
 
     def bot_status(self) -> dict:
         """What the bot program reports about itself (services/bot/status.py)."""

@@ -1,11 +1,18 @@
-"""Prometheus metrics from the health sidecar's verdict: per-program state, restarts by
-cause, probe latency and the container's health."""
+"""Prometheus metrics from the health sidecar's verdict (per-program state, restarts by cause,
+probe latency, the container's health) and the bot's inbox (updates pending, in progress and
+failed: a failed update is a dead letter waiting for `botstack inbox retry`)."""
+
+import asyncio
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from services.api.deps import SettingsDep
+from pymongo.errors import PyMongoError
+
+from services.api.deps import DbDep, SettingsDep
+from services.bot.inbox import COLLECTION as INBOX
+from services.bot.inbox import counts
 from services.common.verdict import read_verdict
 
 router = APIRouter(tags=["metrics"])
@@ -45,8 +52,27 @@ class VerdictCollector:
         yield from (health, up, state, restarts, probe_ok, latency)
 
 
+class InboxCollector:
+    def __init__(self, states: dict[str, int] | None) -> None:
+        self.states = states
+
+    def collect(self):
+        if self.states is None:  # the database did not answer in time: no figure beats a wrong one
+            return
+        inbox = GaugeMetricFamily("botstack_inbox_updates", "Updates in the bot's durable inbox, by state",
+                                  labels=["state"])
+        for state, count in self.states.items():
+            inbox.add_metric([state], float(count))
+        yield inbox
+
+
 @router.get("/metrics")
-async def metrics(settings: SettingsDep) -> Response:
+async def metrics(settings: SettingsDep, db: DbDep) -> Response:
+    try:
+        states = await asyncio.wait_for(counts(db[INBOX], settings.bot_id), timeout=settings.ready_timeout_ms / 1000)
+    except (PyMongoError, TimeoutError):
+        states = None
     registry = CollectorRegistry(auto_describe=False)
     registry.register(VerdictCollector(settings.run_dir))
+    registry.register(InboxCollector(states))
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,127 @@
+"""Update throughput before and after the durable inbox, measured side by side in one run (not
+a test: it asserts nothing).
+
+    python bench/inbox_throughput.py [--before REF] [--updates 1000] [--chats 200]
+
+Builds the offline test image (app target + FerretDB stand-in for mongod) of git REF (default:
+the last commit before the inbox) and of the working tree, then for each: stops the bot, queues
+N `/start` updates from C users (one MongoDB upsert and one reply each), starts the bot and
+times the replies from the first to the last. The emulator's flood control and the bot's rate
+limiter are off: Telegram itself would cap replies at 30/s, and this measures what the bot can
+handle. Reports updates/s for both and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
+os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from testcontainers.core.container import DockerContainer  # noqa: E402
+from testcontainers.core.network import Network  # noqa: E402
+
+from tests.integration.harness import Emulator, Stack, http_get, wait_until  # noqa: E402
+
+BASE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
+BEFORE = "8d25684"  # main before the inbox
+FERRETDB = ROOT / "tests/integration/offline/build/ferretdb"
+
+
+def build(source: Path, tag: str) -> str:
+    """The app target of `source`, then the offline layer (with this checkout's FerretDB binary)."""
+    def docker_build(*args: str) -> None:
+        subprocess.run(["docker", "build", "-q", *args], check=True, stdout=subprocess.DEVNULL)
+
+    docker_build("--target", "app", "--build-arg", f"BASE_IMAGE={BASE}", "-t", f"{tag}-app", str(source))
+    offline = source / "tests/integration/offline"
+    (offline / "build").mkdir(exist_ok=True)
+    if not (offline / "build/ferretdb").exists():
+        (offline / "build/ferretdb").write_bytes(FERRETDB.read_bytes())
+    docker_build("--build-arg", f"APP_IMAGE={tag}-app", "-t", tag, str(offline))
+    return tag
+
+
+def measure(image: str, network: Network, emulator: Emulator, updates: int, chats: int, n: int) -> float:
+    token = f"{9_100_000_000 + n}:" + "t" * 35
+    bot = token.split(":")[0]
+    container = (DockerContainer(image).with_network(network).with_exposed_ports(8000, 8080)
+                 .with_env("TELEGRAM_BOT_TOKEN", token).with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
+                 .with_env("BOTSTACK_RATE_OVERALL_PER_S", "0").with_env("BOTSTACK_RATE_CHAT_PER_S", "0")
+                 .with_env("BOTSTACK_RATE_GROUP_PER_MIN", "0"))
+    container.start()
+    try:
+        stack = Stack(container, bot_id=bot)
+        stack.wait_healthy()
+        emulator.ask(bot, "/start")  # warm: schema migrated, lease held
+        stack.rpc("stopProcess('bot')")
+        ids = emulator.inject_many(bot, [("/start", {"id": 8_000_000 + i % chats, "first_name": f"C{i % chats}"})
+                                         for i in range(updates)])
+        wanted = set(ids)
+        stack.rpc("startProcess('bot')")
+        first = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            sent = httpx.get(f"{emulator.url}/_emulator/bots/{bot}/sent", timeout=10).json()
+            answered = len({m.get("reply_to_update_id") for m in sent} & wanted)
+            now = time.monotonic()
+            if answered and first is None:
+                first = (now, answered)
+            if answered == updates:
+                return (updates - first[1]) / max(now - first[0], 1e-3)
+            time.sleep(0.2)
+        raise TimeoutError(f"{image}: not all {updates} updates answered in 600 s")
+    finally:
+        container.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--before", default=BEFORE, help="git ref measured as 'before'")
+    parser.add_argument("--updates", type=int, default=1000)
+    parser.add_argument("--chats", type=int, default=200)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp, args.before], check=True,
+                       capture_output=True)
+        try:
+            before = build(Path(tmp), "botstack:bench-before")
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", tmp], capture_output=True)
+    after = build(ROOT, "botstack:bench-after")
+    subprocess.run(["docker", "build", "-q", "--target", "emulator", "--build-arg", f"BASE_IMAGE={BASE}",
+                    "-t", "botstack:bench-emulator", str(ROOT)], check=True, stdout=subprocess.DEVNULL)
+    network = Network()
+    network.create()
+    emu = (DockerContainer("botstack:bench-emulator").with_network(network).with_network_aliases("telegram")
+           .with_exposed_ports(8081)
+           .with_command(["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081",
+                          "--no-flood-control"]))
+    emu.start()
+    try:
+        emulator = Emulator(emu, f"http://{emu.get_container_host_ip()}:{emu.get_exposed_port(8081)}")
+        wait_until(lambda: http_get(f"{emulator.url}/_emulator/health").status_code == 200, 30, "the emulator")
+        rates = {name: measure(image, network, emulator, args.updates, args.chats, i)
+                 for i, (name, image) in enumerate((("before", before), ("after", after)))}
+    finally:
+        emu.stop()
+        network.remove()
+    print(f"{args.updates} queued /start updates over {args.chats} chats (one upsert + one reply each):")
+    for name, rate in rates.items():
+        print(f"  {name:<6} {rate:7.1f} updates/s")
+    print(f"  after/before {rates['after'] / rates['before']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

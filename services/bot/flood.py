@@ -1,0 +1,55 @@
+"""Flood-safe sending: every Bot API call the bot makes passes python-telegram-bot's
+AIORateLimiter, plus the one limit it leaves out.
+
+Telegram's published limits: about 1 message per second in one chat, 20 per minute in one group,
+30 per second overall. AIORateLimiter keeps the group and overall limits and, on a 429, waits
+`retry_after` and retries (it pauses every request meanwhile, as Telegram asks). It does not
+pace private chats, so a bot answering one busy user in a burst collects 429s; this subclass
+adds a per-chat limiter for them. A reply that still fails after the retries makes its handler
+raise, and the inbox handles the update again later: no reply is dropped silently.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from aiolimiter import AsyncLimiter
+from telegram.ext import AIORateLimiter
+
+from services.common.settings import Settings
+
+PRUNE_ABOVE = 1024  # per-chat limiters kept; idle ones are dropped beyond this
+
+
+class FloodSafeLimiter(AIORateLimiter):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            overall_max_rate=settings.rate_overall_per_s,
+            overall_time_period=1,
+            group_max_rate=settings.rate_group_per_min,
+            group_time_period=60,
+            max_retries=settings.rate_max_retries,
+        )
+        self._chat_rate = settings.rate_chat_per_s
+        self._chats: dict[int, AsyncLimiter] = {}
+
+    def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
+        limiter = self._chats.get(chat_id)
+        if limiter is None:
+            if len(self._chats) > PRUNE_ABOVE:
+                for key, idle in list(self._chats.items()):
+                    if idle.has_capacity(idle.max_rate):
+                        del self._chats[key]
+            limiter = self._chats[chat_id] = AsyncLimiter(self._chat_rate, 1)
+        return limiter
+
+    async def process_request(self, callback, args: Any, kwargs: dict[str, Any], endpoint: str,
+                              data: dict[str, Any], rate_limit_args: int | None):
+        chat_id = data.get("chat_id")
+        with contextlib.suppress(TypeError, ValueError):
+            chat_id = int(chat_id)
+        if self._chat_rate and isinstance(chat_id, int) and chat_id > 0:  # a private chat
+            async with self._chat_limiter(chat_id):
+                return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+        return await super().process_request(callback, args, kwargs, endpoint, data, rate_limit_args)

@@ -1,0 +1,391 @@
+"""The durable inbox: no update is lost between Telegram and the end of its handlers.
+
+python-telegram-bot's Updater confirms updates to Telegram as soon as it has queued them, so a
+crash loses whatever was queued. Here every update is written to MongoDB (journaled) *before*
+Telegram is told it arrived (the next getUpdates offset, or the webhook's 2xx), and it is marked
+done only after its handlers finished. In between it is claimed by one process for a while
+(`claim_until`, renewed while it runs): a process that dies leaves claims that expire, and the
+next one handles those updates again, oldest first.
+
+One document per update, `_id` = "<bot id>:<update_id>", so a second delivery of the same update
+(a redelivered webhook, a handover between instances) is recognised and not handled twice.
+
+  state    pending -> claimed -> done            (done_at; kept `retention`, then deleted)
+                         \-> pending (retry, next_at after a backoff)
+                         \-> failed  (after max attempts, with the error: a dead letter)
+
+`attempts` counts handler errors. `abandoned` counts claims left behind by a process that died
+(or was killed because it hung): such updates are suspects and are handled again one at a time,
+so an update whose handler kills the bot every time is the only one that reaches the limit and
+is parked, instead of taking the bot, and the updates around it, down forever.
+
+Order and concurrency live in InboxUpdateProcessor, python-telegram-bot's own hook: updates of
+one chat one at a time in order, different chats concurrently up to a bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from typing import Any, Awaitable
+
+from pymongo import ASCENDING, ReturnDocument, WriteConcern
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import BulkWriteError, PyMongoError
+from telegram import Update
+from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
+
+from services.common.wait import wait_for_stop
+
+log = logging.getLogger("botstack.bot.inbox")
+
+COLLECTION = "inbox"
+PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
+STATES = (PENDING, CLAIMED, DONE, FAILED)
+DUPLICATE_KEY = 11000
+RECOVER_EVERY_S = 2.0  # how often expired claims and due retries are looked for
+FLUSH_EVERY_S = 0.2  # finished updates are marked done in batches
+CLEANUP_EVERY_S = 600.0
+RETRY_MAX_S = 300.0
+ERROR_CHARS = 500
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _dig(value: Any, *path: str) -> Any:
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def chat_of(raw: dict) -> int | None:
+    """The chat an update belongs to, read from the raw JSON (which may be malformed)."""
+    candidates = [_dig(raw, field, "chat", "id") for field in (
+        "message", "edited_message", "channel_post", "edited_channel_post", "business_message",
+        "edited_business_message")]
+    candidates.append(_dig(raw, "callback_query", "message", "chat", "id"))
+    candidates += [_dig(raw, field, "from", "id") for field in (
+        "callback_query", "inline_query", "chosen_inline_result", "shipping_query", "pre_checkout_query",
+        "my_chat_member", "chat_member", "chat_join_request")]
+    return next((c for c in candidates if isinstance(c, int) and not isinstance(c, bool)), None)
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:ERROR_CHARS]
+
+
+class Inbox:
+    def __init__(self, collection: AsyncCollection, bot_id: str, instance: str, *, claim_ttl_s: float,
+                 max_attempts: int, retry_base_s: float, retention_s: float, window: int) -> None:
+        self.collection = collection
+        self.durable = collection.with_options(write_concern=WriteConcern(w=1, j=True))
+        self.bot_id = bot_id
+        self.instance = instance
+        self.claim_ttl_s = claim_ttl_s
+        self.max_attempts = max_attempts
+        self.retry_base_s = retry_base_s
+        self.retention_s = retention_s
+        self.window = window
+        self.app: Application | None = None
+        self.in_flight: dict[int, tuple[str, bool]] = {}  # update_id -> (claim token, suspect)
+        self._errors: dict[int, BaseException] = {}
+        self._done: list[str] = []
+        self._wake = asyncio.Event()
+        self._last_cleanup = 0.0
+        self.stopping = False  # set on SIGTERM: what has not started yet is handed back, not run
+
+    def key(self, update_id: int) -> str:
+        return f"{self.bot_id}:{update_id}"
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    async def store(self, raw_updates: list[Any]) -> int:
+        """Write updates durably; returns how many were new. Raises when MongoDB does not take
+        them: the caller must then not confirm them to Telegram."""
+        now = _now()
+        docs = []
+        for raw in raw_updates:
+            update_id = raw.get("update_id") if isinstance(raw, dict) else None
+            if isinstance(update_id, int) and not isinstance(update_id, bool):
+                docs.append({"_id": self.key(update_id), "bot": self.bot_id, "update_id": update_id,
+                             "chat": chat_of(raw), "state": PENDING, "attempts": 0, "abandoned": 0, "next_at": now,
+                             "received_at": now, "update": raw})
+            else:
+                docs.append(self._malformed(raw, now))
+        if not docs:
+            return 0
+        try:
+            result = await self.durable.insert_many(docs, ordered=False)
+            new = len(result.inserted_ids)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            new = len(docs) - len(errors)
+            log.info("%d update(s) already received; not stored twice", len(errors))
+        self._wake.set()
+        return new
+
+    def _malformed(self, raw: Any, now: datetime) -> dict:
+        text = json.dumps(raw, default=str, sort_keys=True)[:10_000]
+        digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+        log.error("malformed update parked (no integer update_id): %.200s", text)
+        return {"_id": f"{self.bot_id}:malformed:{digest}", "bot": self.bot_id, "update_id": None,
+                "chat": None, "state": FAILED, "attempts": 0, "abandoned": 0, "received_at": now, "failed_at": now,
+                "error": "malformed update: no integer update_id", "raw_text": text}
+
+    # -- handing updates to the application ----------------------------------------------------
+
+    async def dispatch(self, app: Application, stop: asyncio.Event) -> None:
+        """While this process may handle updates (it holds the polling lease, or it is in webhook
+        mode): claim what is due, oldest first, and put it on the application's queue; renew
+        the claims of what runs; recover abandoned claims; park what exhausted its attempts;
+        clean up old done entries."""
+        self.app = app
+        last_renew = 0.0
+        while not stop.is_set():
+            self._wake.clear()
+            try:
+                await self._flush_done()
+                if time.monotonic() - last_renew > self.claim_ttl_s / 3:
+                    await self._renew()
+                    last_renew = time.monotonic()
+                await self._recover_abandoned()
+                await self._park_exhausted()
+                claimed = await self._claim_suspect() + await self._claim_due()
+                await self._cleanup()
+            except PyMongoError as exc:
+                log.warning("inbox unavailable (%s); updates wait in MongoDB and at Telegram", type(exc).__name__)
+                await wait_for_stop(stop, RECOVER_EVERY_S)
+                continue
+            if claimed:
+                continue  # more may be due
+            waking = asyncio.create_task(self._wake.wait())
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({waking, stopping}, timeout=RECOVER_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+            waking.cancel()
+            stopping.cancel()
+
+    async def _claim_due(self) -> int:
+        room = self.window - len(self.in_flight)
+        return await self._claim({"abandoned": 0}, room) if room > 0 else 0
+
+    async def _claim_suspect(self) -> int:
+        """Updates a dead process left behind, one at a time: if one of them kills the bot, it
+        dies alone and only its count grows."""
+        if any(suspect for _, suspect in self.in_flight.values()):
+            return 0
+        return await self._claim({"abandoned": {"$gte": 1}}, 1, suspect=True)
+
+    async def _claim(self, which: dict, limit: int, suspect: bool = False) -> int:
+        now = _now()
+        due = {"bot": self.bot_id, "state": PENDING, "next_at": {"$lte": now}, **which}
+        ids = [d["_id"] async for d in self.collection.find(due, {"_id": 1}).sort("update_id", ASCENDING).limit(limit)]
+        if not ids:
+            return 0
+        token = uuid.uuid4().hex
+        await self.collection.update_many(
+            {"_id": {"$in": ids}, **due},
+            {"$set": {"state": CLAIMED, "claimed_by": self.instance, "claim": token,
+                      "claim_until": now + timedelta(seconds=self.claim_ttl_s)}},
+        )
+        count = 0
+        async for doc in self.collection.find({"claim": token}).sort("update_id", ASCENDING):
+            try:
+                update = Update.de_json(doc["update"], self.app.bot)
+            except Exception as exc:  # a malformed update is parked, never fatal
+                await self._park(doc["_id"], f"malformed update: {describe(exc)}")
+                continue
+            if suspect:
+                log.warning("update %s is handled again on its own: a bot process died while handling it "
+                            "(%d of %d times)", doc["update_id"], doc.get("abandoned", 0), self.max_attempts)
+            self.in_flight[doc["update_id"]] = (token, suspect)
+            await self.app.update_queue.put(update)
+            count += 1
+        return count
+
+    async def _renew(self) -> None:
+        if self.in_flight:
+            await self.collection.update_many(
+                {"claim": {"$in": list({token for token, _ in self.in_flight.values()})}, "state": CLAIMED},
+                {"$set": {"claim_until": _now() + timedelta(seconds=self.claim_ttl_s)}},
+            )
+
+    async def _recover_abandoned(self, holder: str | None = None) -> int:
+        """Claims whose process died: expired ones, or (`holder`) those of this container's
+        previous bot process. They are due again, as suspects."""
+        which = {"claimed_by": holder} if holder else {"claim_until": {"$lt": _now()}}
+        result = await self.collection.update_many(
+            {"bot": self.bot_id, "state": CLAIMED, **which},
+            {"$set": {"state": PENDING, "next_at": _now()}, "$inc": {"abandoned": 1},
+             "$unset": {"claim": "", "claim_until": ""}},
+        )
+        if result.modified_count:
+            log.warning("%d update(s) a bot process took and did not finish are handled again",
+                        result.modified_count)
+        return result.modified_count
+
+    async def _park_exhausted(self) -> None:
+        """Abandoned `max_attempts` times: its handler kills or hangs the bot."""
+        result = await self.collection.update_many(
+            {"bot": self.bot_id, "state": PENDING, "abandoned": {"$gte": self.max_attempts}},
+            {"$set": {"state": FAILED, "failed_at": _now(),
+                      "error": f"the bot died or hung while handling it, {self.max_attempts} times"}},
+        )
+        if result.modified_count:
+            log.error("%d update(s) parked as failed: the bot died or hung while handling them %d times",
+                      result.modified_count, self.max_attempts)
+
+    async def _park(self, doc_id: str, error: str) -> None:
+        log.error("update %s parked as failed: %s", doc_id, error)
+        await self.collection.update_one({"_id": doc_id}, {"$set": {"state": FAILED, "failed_at": _now(),
+                                                                    "error": error[:ERROR_CHARS]}})
+
+    async def _flush_done(self) -> None:
+        if not self._done:
+            return
+        ids, self._done = self._done, []
+        try:
+            await self.collection.update_many(
+                {"_id": {"$in": ids}, "state": CLAIMED},
+                {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}},
+            )
+        except PyMongoError:
+            self._done.extend(ids)  # kept for the next flush; at worst they run again after a crash
+            raise
+
+    async def _cleanup(self) -> None:
+        """Delete done entries past retention (a TTL index does it too where the server has one)."""
+        if time.monotonic() - self._last_cleanup < CLEANUP_EVERY_S:
+            return
+        self._last_cleanup = time.monotonic()
+        cutoff = _now() - timedelta(seconds=self.retention_s)
+        result = await self.collection.delete_many({"state": DONE, "done_at": {"$lt": cutoff}})
+        if result.deleted_count:
+            log.info("inbox: %d done update(s) older than the retention deleted", result.deleted_count)
+
+    # -- results of the handlers ----------------------------------------------------------------
+
+    def note_error(self, update: object, error: BaseException) -> None:
+        if isinstance(update, Update):
+            self._errors[update.update_id] = error
+
+    async def finished(self, update: Update) -> None:
+        """Called when python-telegram-bot has run every handler for `update`."""
+        taken = self.in_flight.pop(update.update_id, None)
+        error = self._errors.pop(update.update_id, None)
+        if taken is None:
+            return  # not from the inbox (never happens in production)
+        token, _ = taken
+        doc_id = self.key(update.update_id)
+        self._wake.set()
+        if error is None:
+            self._done.append(doc_id)
+            return
+        try:
+            doc = await self.collection.find_one_and_update(
+                {"_id": doc_id, "claim": token}, {"$inc": {"attempts": 1}, "$set": {"error": describe(error)}},
+                {"attempts": 1}, return_document=ReturnDocument.AFTER)
+            if doc is None:
+                return  # the claim was lost (expired and taken again): its new holder decides
+            attempts = int(doc.get("attempts", 1))
+            if attempts >= self.max_attempts:
+                await self._park(doc_id, f"failed {attempts} times; last error {describe(error)}")
+                return
+            delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** (attempts - 1))
+            log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,
+                        describe(error), attempts + 1, self.max_attempts, delay)
+            await self.collection.update_one(
+                {"_id": doc_id, "claim": token},
+                {"$set": {"state": PENDING, "next_at": _now() + timedelta(seconds=delay)},
+                 "$unset": {"claim": "", "claim_until": ""}},
+            )
+        except PyMongoError as exc:  # the claim expires and the update runs again
+            log.warning("could not record the failure of update %s (%s)", update.update_id, exc)
+
+    # -- starting and stopping -------------------------------------------------------------------
+
+    async def release_predecessors(self) -> int:
+        """Claims this container's previous bot process left when it died: due again now,
+        instead of after the claim expires (supervisord never runs two bots in one container)."""
+        return await self._recover_abandoned(holder=self.instance)
+
+    def skipped(self, update: Update) -> None:
+        """Not run because the process is stopping: hand_back() returns it to the inbox."""
+        self.in_flight.pop(update.update_id, None)
+        self._errors.pop(update.update_id, None)
+
+    async def hand_back(self) -> None:
+        """On a clean stop, after the application finished what it took: record what is done and
+        give back the rest, so the next process handles it at once."""
+        try:
+            await self._flush_done()
+            await self.collection.update_many(
+                {"bot": self.bot_id, "state": CLAIMED, "claimed_by": self.instance},
+                {"$set": {"state": PENDING, "next_at": _now()}, "$unset": {"claim": "", "claim_until": ""}},
+            )
+        except PyMongoError as exc:
+            log.warning("inbox hand-back failed (%s); the claims expire in %.0f s", exc, self.claim_ttl_s)
+        self.in_flight.clear()
+
+
+async def counts(collection: AsyncCollection, bot_id: str | None = None) -> dict[str, int]:
+    """Updates per state, done aside (every bot sharing the database when `bot_id` is None)."""
+    base = {"bot": bot_id} if bot_id else {}
+    return {state: await collection.count_documents({**base, "state": state}) for state in (PENDING, CLAIMED, FAILED)}
+
+
+class InboxUpdateProcessor(BaseUpdateProcessor):
+    """python-telegram-bot's update-processor hook: up to `max_concurrent_updates` updates at
+    once, but one chat's updates one at a time, in the order they were queued (asyncio locks
+    are fair). When the handlers are done the inbox learns whether they raised."""
+
+    def __init__(self, inbox: Inbox, max_concurrent_updates: int) -> None:
+        super().__init__(max_concurrent_updates)
+        self.inbox = inbox
+        self._chats: dict[int | None, asyncio.Lock] = {}
+        self._waiting: dict[int | None, int] = defaultdict(int)
+
+    async def do_process_update(self, update: object, coroutine: Awaitable[Any]) -> None:
+        chat = update.effective_chat.id if isinstance(update, Update) and update.effective_chat else None
+        if chat is None and isinstance(update, Update) and update.effective_user:
+            chat = update.effective_user.id
+        lock = self._chats.setdefault(chat, asyncio.Lock())
+        self._waiting[chat] += 1
+        try:
+            async with lock:
+                if self.inbox.stopping and isinstance(update, Update):
+                    coroutine.close()  # never started: the next process handles it, at once
+                    self.inbox.skipped(update)
+                    return
+                await coroutine
+        finally:
+            self._waiting[chat] -= 1
+            if not self._waiting[chat]:
+                del self._waiting[chat]
+                self._chats.pop(chat, None)
+        if isinstance(update, Update):
+            await self.inbox.finished(update)
+
+    async def initialize(self) -> None:
+        pass
+
+    async def shutdown(self) -> None:
+        pass
+
+
+def install(app: Application, inbox: Inbox) -> None:
+    """The first error handler: tells the inbox which update's handlers raised."""
+
+    async def note_failure(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
+        inbox.note_error(update, context.error)
+
+    app.add_error_handler(note_failure)

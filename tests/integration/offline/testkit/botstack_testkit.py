@@ -1,0 +1,47 @@
+"""TEST-ONLY bot handlers, loaded in the offline test image with BOTSTACK_BOT_EXTENSIONS=botstack_testkit
+(the same hook a user's own code can use). They misbehave on purpose:
+
+  /block S   blocks the event loop for S seconds (a handler that hangs the bot)
+  /sleep S   takes S seconds without blocking (a slow handler)
+  /fail      always raises (a handler with a bug)
+  /burst N   sends N messages to this chat (flood control)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes
+
+
+class HandlerBug(RuntimeError):
+    pass
+
+
+async def block(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    time.sleep(float(context.args[0]) if context.args else 10.0)
+    await update.effective_message.reply_text("unblocked")
+
+
+async def sleep(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    await asyncio.sleep(float(context.args[0]) if context.args else 10.0)
+    await update.effective_message.reply_text("slept")
+
+
+async def fail(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    raise HandlerBug(f"/fail always fails (update {update.update_id})")
+
+
+async def burst(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    count = int(context.args[0]) if context.args else 10
+    for i in range(count):
+        await context.bot.send_message(update.effective_chat.id, f"burst {i + 1}/{count}")
+
+
+def install(application: Application) -> None:
+    application.add_handler(CommandHandler("block", block))
+    application.add_handler(CommandHandler("sleep", sleep))
+    application.add_handler(CommandHandler("fail", fail))
+    application.add_handler(CommandHandler("burst", burst))
