@@ -61,7 +61,8 @@ LABEL org.opencontainers.image.title="botstack" \
       org.opencontainers.image.licenses="Apache-2.0"
 ENV BOTSTACK_VERSION="${VERSION}" \
     BOTSTACK_GIT_SHA="${GIT_SHA}" \
-    BOTSTACK_BUILD_TIME="${BUILD_TIME}"
+    BOTSTACK_BUILD_TIME="${BUILD_TIME}" \
+    BOTSTACK_MONGOD_AUTOSTART=true
 
 USER botstack
 EXPOSE 8000 8080
@@ -70,7 +71,8 @@ STOPSIGNAL SIGTERM
 # unhealthy (a program down, hung or crash-looping) exit 1. --start-interval needs engine 25+.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --start-interval=1s --retries=3 \
     CMD ["python", "-m", "healthcheck", "status"]
-CMD ["supervisord", "-c", "/app/supervisord.conf"]
+# services/start.py: start the container's own mongod only when MONGODB_URI points at it.
+CMD ["python", "-m", "services.start"]
 
 
 # TEST DOUBLE, never shipped: the Bot API emulator (services/emulator/), for the integration tests,

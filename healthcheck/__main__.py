@@ -7,6 +7,7 @@ usage: python -m healthcheck          run the sidecar (supervisord starts it; se
 
 from __future__ import annotations
 
+import logging
 import signal
 import sys
 
@@ -29,10 +30,12 @@ def status(run_dir: str) -> int:
 
 
 def run() -> int:
+    from healthcheck.alerts import Alerts, telegram_sender
     from healthcheck.events import COLLECTION, EventLog
     from healthcheck.policy import HealPolicy
     from healthcheck.sidecar import Sidecar
-    from services.common.db import make_sync_client
+    from healthcheck.watchdog import heartbeat_path
+    from services.common.db import make_sync_client, runs_local_mongod
     from services.api.probe import probe as api_probe
     from services.api.probe import readiness as api_readiness
     from services.bot.probe import probe as bot_probe
@@ -43,7 +46,9 @@ def run() -> int:
     from services.web.probe import probe as web_probe
 
     settings = settings_or_exit(PROGRAM)
-    setup_logging(PROGRAM, settings.log_level)
+    secret = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+    setup_logging(PROGRAM, settings.log_level, (secret,) if secret else ())
+    log = logging.getLogger("botstack.healthcheck")
     stopping = False
 
     def stop(_signum, _frame):
@@ -55,15 +60,28 @@ def run() -> int:
     events_db = make_sync_client(settings, "healthcheck", timeout_ms=1000)[settings.mongodb_db]
     events = EventLog(events_db[COLLECTION])
     events.start_writer()
+    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
+    send = None
+    if settings.alert_chat_ids and token:
+        send = telegram_sender(settings.telegram_api_base_url, token, settings.alert_chat_ids)
+    elif settings.alert_chat_ids:
+        log.warning("BOTSTACK_ALERT_CHAT_IDS is set but the bot token is not usable: no alerts")
+    alerts = Alerts(send, group_s=settings.alert_group_s, secrets=(token,) if token else ())
+    local_db = runs_local_mongod(settings)
+    probes = (mongodb_probe, api_probe, web_probe, bot_probe) if local_db else (api_probe, web_probe, bot_probe)
     sidecar = Sidecar(
         # Longer than any single call the sidecar makes (it never waits on supervisord's stops).
         rpc(settings.supervisor_socket, timeout_s=15),
-        [p(settings) for p in (mongodb_probe, api_probe, web_probe, bot_probe)],
+        [p(settings) for p in probes],
         verdict_path(settings.run_dir),
         readiness=api_readiness(settings),
         policy=HealPolicy.from_settings(settings),
         events=events,
+        alerts=alerts,
         bot_status=lambda: read_status(settings.run_dir),
+        config_problems=settings.config_problems,
+        not_run=frozenset() if local_db else frozenset({"mongodb"}),
+        heartbeat=heartbeat_path(settings.run_dir),
     )
     sidecar.runforever(lambda: stopping)
     return 0

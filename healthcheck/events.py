@@ -23,7 +23,7 @@ RETRY_S = 5.0
 class Event:
     time: float
     program: str
-    cause: str  # crash | hang | fatal
+    cause: str  # a restart: crash | hang | fatal; otherwise: cycle | escalation | watchdog
     reason: str
     old_pid: int
     new_pid: int | None = None
@@ -46,6 +46,14 @@ class EventLog:
             "restart program=%s cause=%s old_pid=%s new_pid=%s reason=%s",
             event.program, event.cause, event.old_pid, event.new_pid, event.reason,
         )
+        self._queue(event)
+
+    def note(self, event: Event) -> None:
+        """Something the sidecar saw or did that is not a restart (a crash cycle, an escalation)."""
+        log.warning("event program=%s kind=%s reason=%s", event.program, event.cause, event.reason)
+        self._queue(event)
+
+    def _queue(self, event: Event) -> None:
         with self._lock:
             self.pending.append(event)
         self._wake.set()

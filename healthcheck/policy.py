@@ -22,6 +22,8 @@ class HealPolicy:
     escalation: str = "retry"  # or "exit": stop supervisord, let the orchestrator replace us
     max_failures: int = 5
     failure_window_s: float = 900.0
+    cycle_max_restarts: int = 3  # more restarts than this within cycle_window_s: a crash cycle
+    cycle_window_s: float = 3600.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "HealPolicy":
@@ -33,6 +35,8 @@ class HealPolicy:
             escalation=settings.heal_escalation,
             max_failures=settings.heal_max_failures,
             failure_window_s=settings.heal_failure_window_s,
+            cycle_max_restarts=settings.heal_cycle_max_restarts,
+            cycle_window_s=settings.heal_cycle_window_s,
         )
 
 
@@ -58,9 +62,13 @@ class Backoff:
         if self.attempts and now - started >= self.policy.quiet_reset_s:
             self.attempts, self.next_at = 0, 0.0
 
+    def restarts_within(self, window_s: float, now: float) -> int:
+        return sum(1 for t in self.failures if now - t <= window_s)
+
     def note_failure(self, now: float) -> bool:
         """Record a failure; True when the window holds more than the policy tolerates."""
         self.failures.append(now)
-        while self.failures and now - self.failures[0] > self.policy.failure_window_s:
+        keep = max(self.policy.failure_window_s, self.policy.cycle_window_s)
+        while self.failures and now - self.failures[0] > keep:
             self.failures.popleft()
-        return len(self.failures) > self.policy.max_failures
+        return self.restarts_within(self.policy.failure_window_s, now) > self.policy.max_failures

@@ -9,6 +9,11 @@ What it does, and what it never does:
   after a short grace; supervisord's autorestart starts it again;
 - a program that reached FATAL is started again with exponential backoff;
 - a program that exits is restarted by supervisord itself; the sidecar only records it;
+- a program restarted more than `cycle_max_restarts` times within `cycle_window_s` (crashes
+  and hang heals alike) is in a crash cycle: unhealthy, however long each run lived, and the
+  escalation policy applies as for FATAL;
+- the admins hear of it in Telegram (alerts.py): restarts, cycles, FATAL, escalation, the
+  bot losing its lease or meeting 409s, and the recovery;
 - readiness is not liveness: the API failing /ready because MongoDB is down makes the
   container *degraded*, and nothing is restarted for it;
 - nothing is done unless supervisord itself is RUNNING (never during shutdown), and only
@@ -28,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from healthcheck.alerts import Alerts
 from healthcheck.events import Event, EventLog
 from healthcheck.policy import Backoff, HealPolicy
 from services.common.probes import Probe
@@ -51,6 +57,8 @@ class Watched:
     next_probe: float = 0.0
     retry_at: float | None = None
     healing: bool = False
+    cycling: bool = False
+    last_exit: str = ""
 
 
 @dataclass
@@ -61,21 +69,38 @@ class Sidecar:
     readiness: Probe | None = None
     policy: HealPolicy = field(default_factory=HealPolicy)
     events: EventLog = field(default_factory=EventLog)
+    alerts: Alerts = field(default_factory=lambda: Alerts(None))
     own_name: str = "healthcheck"
+    # Programs supervisord knows but this container does not run (mongodb, with an external
+    # database): neither probed, nor restarted, nor reported.
+    not_run: frozenset[str] = frozenset()
     # What the bot reports about itself (active/standby, conflicts): shown, never acted on.
     bot_status: Callable[[], dict | None] = lambda: None
+    # Programs that refuse to start on a bad setting they own: reported, never restarted for it.
+    config_problems: dict[str, str] = field(default_factory=dict)
     tick_s: float = 0.5
+    heartbeat: Path | None = None  # touched every pass and while waiting: the watchdog reads it
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     watched: dict[str, Watched] = field(default_factory=dict)
     ready: tuple[bool, str] = (True, "")
     _next_ready: float = 0.0
+    _last_status: str = "starting"
+    _bot_seen: dict = field(default_factory=dict)
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
     # a client library does internally (pymongo retries server selection, for one).
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "probe"))
 
     # --- one pass -------------------------------------------------------------------
+    def beat(self) -> None:
+        if self.heartbeat is not None:
+            try:
+                self.heartbeat.touch()
+            except OSError as exc:
+                log.warning("heartbeat %s not written: %s", self.heartbeat, exc)
+
     def tick(self) -> dict:
+        self.beat()
         now = self.clock()
         try:
             supervisord_state = self.rpc.supervisor.getState()["statename"]
@@ -87,13 +112,14 @@ class Sidecar:
         probes = {p.program: p for p in self.probes}
         unhealthy: list[str] = []
         degraded: list[str] = []
+        infos = {n: i for n, i in infos.items() if n != self.own_name and n not in self.not_run}
         for name, info in sorted(infos.items()):
-            if name == self.own_name:
-                continue
             w = self.watched.setdefault(name, Watched(Backoff(self.policy)))
             self._notice_exit(name, info, w, now)
             state = info["statename"]
-            if state == "RUNNING":
+            if name in self.config_problems and state != "RUNNING":
+                unhealthy.append(f"{name}: configuration error: {self.config_problems[name]}")
+            elif state == "RUNNING":
                 w.retry_at = None
                 w.backoff.note_up_since(info["start"], now)
                 probe = probes.get(name)
@@ -101,7 +127,10 @@ class Sidecar:
                     self._heal_hang(name, info, w, probe)
                 if w.failures >= (probe.failure_threshold if probe else 1):
                     unhealthy.append(f"{name}: not answering ({w.detail})")
-            elif state == "FATAL":
+                cycle = self._crash_cycle(name, w, now)
+                if cycle:
+                    unhealthy.append(cycle)
+            elif state in ("FATAL", "EXITED"):  # EXITED: a program not restarted on an "expected" exit
                 unhealthy.append(self._crash_loop(name, info, w, now, acting))
             elif state in DOWN_STATES:
                 unhealthy.append(f"{name}: {state} {info.get('description', '')}".strip())
@@ -118,13 +147,20 @@ class Sidecar:
             if not self.ready[0]:
                 degraded.append(f"{self.readiness.program}: not ready ({self.ready[1]})")
         status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
+        if status == "healthy" and self._last_status == "unhealthy":
+            self.alerts.event("recovered", "healthy again: every program runs and answers")
+        if status != self._last_status:
+            self._last_status = status
+        bot = self.bot_status()
+        self._watch_bot(bot)
+        self.alerts.tick()
         return self._publish({
             "status": status,
             "reasons": unhealthy + degraded,
             "time": now,
             "supervisord": supervisord_state,
-            "bot": self.bot_status(),
-            "programs": {n: self._program_view(n, infos[n]) for n in sorted(infos) if n != self.own_name},
+            "bot": bot,
+            "programs": {n: self._program_view(n, infos[n]) for n in sorted(infos)},
         })
 
     # --- observation ----------------------------------------------------------------
@@ -132,8 +168,12 @@ class Sidecar:
         """A new PID that the sidecar did not cause is a crash supervisord already handled."""
         pid = info.get("pid") or 0
         if pid and w.pid and pid != w.pid and not w.healing:
-            self.events.record(Event(now, name, "crash", "exited unexpectedly; supervisord restarted it",
-                                     w.pid, pid))
+            w.last_exit = f"exit status {info.get('exitstatus', '?')}"
+            reason = f"exited unexpectedly ({w.last_exit}); supervisord restarted it"
+            self.events.record(Event(now, name, "crash", reason, w.pid, pid))
+            self.alerts.event(f"{name}:restart", f"{name} crashed ({w.last_exit}) and was restarted "
+                                                 f"(pid {w.pid} -> {pid})")
+            self._escalate_if_needed(name, w)
         if pid:
             w.pid = pid
             w.healing = False
@@ -180,7 +220,10 @@ class Sidecar:
             return
         w.healing = True
         w.failures, w.last_ok, w.next_probe = 0, None, 0.0
+        w.last_exit = f"hung: {reason}"
         self.events.record(Event(self.clock(), name, "hang", reason, old_pid, new_pid))
+        self.alerts.event(f"{name}:restart", f"{name} was hung ({reason}) and was restarted "
+                                             f"(pid {old_pid} -> {new_pid})")
         self._escalate_if_needed(name, w)
 
     def _signal(self, name: str, sig: str) -> None:
@@ -195,9 +238,12 @@ class Sidecar:
             delay = w.backoff.schedule(now)
             w.retry_at = w.backoff.next_at
             log.warning("%s is FATAL (%s); next start attempt in %.0f s", name, info.get("description", ""), delay)
+            gave_up = "supervisord gave up starting it" if info["statename"] == "FATAL" else "it exited"
+            self.alerts.event(f"{name}:fatal", f"{name} is {info['statename']}: {gave_up} "
+                                               f"({info.get('description', '')}); next attempt in {delay:.0f} s")
             self._escalate_if_needed(name, w)
         elif acting and now >= w.retry_at:
-            log.warning("starting FATAL program %s (attempt %d)", name, w.backoff.attempts)
+            log.warning("starting %s program %s (attempt %d)", info["statename"], name, w.backoff.attempts)
             try:
                 self.rpc.supervisor.startProcess(name, False)
             except (OSError, xmlrpc.client.Error) as exc:
@@ -206,13 +252,47 @@ class Sidecar:
             w.healing = True
             self.events.record(Event(now, name, "fatal", "crash loop: started again after backoff", w.pid, None))
         wait = max(0.0, (w.retry_at or now) - now)
-        return f"{name}: FATAL (crash loop), next start attempt in {wait:.0f} s"
+        what = "FATAL (crash loop)" if info["statename"] == "FATAL" else "EXITED"
+        return f"{name}: {what}, next start attempt in {wait:.0f} s"
+
+    def _crash_cycle(self, name: str, w: Watched, now: float) -> str | None:
+        """More restarts than the policy tolerates within its window: a crash cycle, however
+        long each run lived (supervisord never calls that FATAL)."""
+        count = w.backoff.restarts_within(self.policy.cycle_window_s, now)
+        cycling = count > self.policy.cycle_max_restarts
+        window = _duration(self.policy.cycle_window_s)
+        if cycling and not w.cycling:
+            text = f"{name} is in a crash cycle: {count} restarts in the last {window} (last: {w.last_exit})"
+            self.events.note(Event(now, name, "cycle", text, w.pid, None))
+            self.alerts.event(f"{name}:cycle", f"{text}; the container is unhealthy")
+        w.cycling = cycling
+        if cycling:
+            return f"{name}: crash cycle: {count} restarts in the last {window} (last: {w.last_exit})"
+        return None
+
+    def _watch_bot(self, bot: dict | None) -> None:
+        """The bot losing its polling lease, or meeting 409s (another instance with its token)."""
+        if not isinstance(bot, dict):
+            return
+        seen, self._bot_seen = self._bot_seen, dict(bot)
+        if seen.get("role") == "active" and bot.get("role") == "standby":
+            self.alerts.event("bot:lease", f"the bot lost its polling lease; now held by "
+                                           f"{bot.get('lease_holder') or 'nobody reachable'}")
+        new_conflicts = int(bot.get("conflicts") or 0) - int(seen.get("conflicts") or 0)
+        if seen and new_conflicts > 0:
+            self.alerts.event("bot:conflict", f"409 Conflict from Telegram: another instance polls with this "
+                                              f"bot's token ({bot.get('conflicts')} conflicts so far)")
 
     def _escalate_if_needed(self, name: str, w: Watched) -> None:
         if w.backoff.note_failure(self.clock()) and self.policy.escalation == "exit":
             log.critical("%s failed more than %d times in %.0f s; stopping supervisord so the "
                          "orchestrator replaces the container", name, self.policy.max_failures,
                          self.policy.failure_window_s)
+            self.events.note(Event(self.clock(), name, "escalation", "stopping supervisord", w.pid, None))
+            self.alerts.event("escalation", f"{name} failed more than {self.policy.max_failures} times in "
+                                            f"{_duration(self.policy.failure_window_s)}: stopping the container "
+                                            "so the orchestrator replaces it")
+            self.alerts.drain(timeout_s=3.0)
             try:
                 self.rpc.supervisor.shutdown()
             except (OSError, xmlrpc.client.Error) as exc:
@@ -226,6 +306,7 @@ class Sidecar:
                 return True
             if self.clock() >= deadline:
                 return False
+            self.beat()
             self.sleep(0.1)
 
     def _wait_for_new_pid(self, name: str, old_pid: int, timeout_s: float) -> int | None:
@@ -239,6 +320,7 @@ class Sidecar:
                     self.rpc.supervisor.startProcess(name, False)
                 except xmlrpc.client.Fault:  # ALREADY_STARTED: supervisord's autorestart won the race
                     pass
+            self.beat()
             self.sleep(0.1)
         return None
 
@@ -262,3 +344,7 @@ class Sidecar:
         while not should_stop():
             self.tick()
             self.sleep(self.tick_s)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 3600:g} h" if seconds >= 3600 else f"{seconds / 60:g} min" if seconds >= 60 else f"{seconds:g} s"

@@ -22,13 +22,21 @@ from services.common.settings import Settings
 PRUNE_ABOVE = 1024  # per-chat limiters kept; idle ones are dropped beyond this
 
 
+def _paced(rate: float, period_s: float) -> tuple[float, float]:
+    """`rate` per `period_s`, as one call per 1/rate of the period: aiolimiter's bucket would
+    otherwise let a whole period's worth through at once, and Telegram counts in sliding windows."""
+    return (1, period_s / rate) if rate else (0, 0)
+
+
 class FloodSafeLimiter(AIORateLimiter):
     def __init__(self, settings: Settings) -> None:
+        overall_rate, overall_period = _paced(settings.rate_overall_per_s, 1)
+        group_rate, group_period = _paced(settings.rate_group_per_min, 60)
         super().__init__(
-            overall_max_rate=settings.rate_overall_per_s,
-            overall_time_period=1,
-            group_max_rate=settings.rate_group_per_min,
-            group_time_period=60,
+            overall_max_rate=overall_rate,
+            overall_time_period=overall_period,
+            group_max_rate=group_rate,
+            group_time_period=group_period,
             max_retries=settings.rate_max_retries,
         )
         self._chat_rate = settings.rate_chat_per_s
@@ -41,7 +49,7 @@ class FloodSafeLimiter(AIORateLimiter):
                 for key, idle in list(self._chats.items()):
                     if idle.has_capacity(idle.max_rate):
                         del self._chats[key]
-            limiter = self._chats[chat_id] = AsyncLimiter(self._chat_rate, 1)
+            limiter = self._chats[chat_id] = AsyncLimiter(*_paced(self._chat_rate, 1))
         return limiter
 
     async def process_request(self, callback, args: Any, kwargs: dict[str, Any], endpoint: str,

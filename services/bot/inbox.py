@@ -8,16 +8,20 @@ done only after its handlers finished. In between it is claimed by one process f
 next one handles those updates again, oldest first.
 
 One document per update, `_id` = "<bot id>:<update_id>", so a second delivery of the same update
-(a redelivered webhook, a handover between instances) is recognised and not handled twice.
+(a redelivered webhook, a handover between instances) is recognised and not handled twice. The
+update itself is kept as its JSON text: stored exactly as Telegram sent it, and servers without
+nested arrays (FerretDB v1; inline keyboards are arrays of arrays) take it too.
 
   state    pending -> claimed -> done            (done_at; kept `retention`, then deleted)
                          \-> pending (retry, next_at after a backoff)
                          \-> failed  (after max attempts, with the error: a dead letter)
 
 `attempts` counts handler errors. `abandoned` counts claims left behind by a process that died
-(or was killed because it hung): such updates are suspects and are handled again one at a time,
-so an update whose handler kills the bot every time is the only one that reaches the limit and
-is parked, instead of taking the bot, and the updates around it, down forever.
+(or was killed because it hung). Such updates are handled again at once, with the others (most
+deaths have nothing to do with the update: a deploy, an OOM kill); an update abandoned twice is
+a suspect and is handled one at a time, so an update whose handler kills the bot every time
+dies alone, reaches the limit and is parked, instead of taking the bot, and the updates
+around it, down forever.
 
 Order and concurrency live in InboxUpdateProcessor, python-telegram-bot's own hook: updates of
 one chat one at a time in order, different chats concurrently up to a bound.
@@ -49,7 +53,8 @@ COLLECTION = "inbox"
 PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
 STATES = (PENDING, CLAIMED, DONE, FAILED)
 DUPLICATE_KEY = 11000
-RECOVER_EVERY_S = 2.0  # how often expired claims and due retries are looked for
+RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
+SUSPECT_AFTER = 2  # abandoned this often: handled alone
 FLUSH_EVERY_S = 0.2  # finished updates are marked done in batches
 CLEANUP_EVERY_S = 600.0
 RETRY_MAX_S = 300.0
@@ -117,7 +122,7 @@ class Inbox:
             if isinstance(update_id, int) and not isinstance(update_id, bool):
                 docs.append({"_id": self.key(update_id), "bot": self.bot_id, "update_id": update_id,
                              "chat": chat_of(raw), "state": PENDING, "attempts": 0, "abandoned": 0, "next_at": now,
-                             "received_at": now, "update": raw})
+                             "received_at": now, "update": json.dumps(raw, separators=(",", ":"))})
             else:
                 docs.append(self._malformed(raw, now))
         if not docs:
@@ -127,7 +132,9 @@ class Inbox:
             new = len(result.inserted_ids)
         except BulkWriteError as exc:
             errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
+            if other:
+                log.error("the inbox refused an update: %s", str(other[0].get("errmsg"))[:300])
                 raise
             new = len(docs) - len(errors)
             log.info("%d update(s) already received; not stored twice", len(errors))
@@ -150,7 +157,7 @@ class Inbox:
         the claims of what runs; recover abandoned claims; park what exhausted its attempts;
         clean up old done entries."""
         self.app = app
-        last_renew = 0.0
+        last_renew = last_recover = 0.0
         while not stop.is_set():
             self._wake.clear()
             try:
@@ -158,10 +165,12 @@ class Inbox:
                 if time.monotonic() - last_renew > self.claim_ttl_s / 3:
                     await self._renew()
                     last_renew = time.monotonic()
-                await self._recover_abandoned()
-                await self._park_exhausted()
+                if time.monotonic() - last_recover > RECOVER_EVERY_S:
+                    await self._recover_abandoned()
+                    await self._park_exhausted()
+                    await self._cleanup()
+                    last_recover = time.monotonic()
                 claimed = await self._claim_suspect() + await self._claim_due()
-                await self._cleanup()
             except PyMongoError as exc:
                 log.warning("inbox unavailable (%s); updates wait in MongoDB and at Telegram", type(exc).__name__)
                 await wait_for_stop(stop, RECOVER_EVERY_S)
@@ -176,14 +185,15 @@ class Inbox:
 
     async def _claim_due(self) -> int:
         room = self.window - len(self.in_flight)
-        return await self._claim({"abandoned": 0}, room) if room > 0 else 0
+        which = {"abandoned": {"$lt": min(SUSPECT_AFTER, self.max_attempts)}}
+        return await self._claim(which, room) if room > 0 else 0
 
     async def _claim_suspect(self) -> int:
-        """Updates a dead process left behind, one at a time: if one of them kills the bot, it
-        dies alone and only its count grows."""
+        """Updates left behind by dead processes twice, one at a time: if one of them kills the
+        bot, it dies alone and only its count grows."""
         if any(suspect for _, suspect in self.in_flight.values()):
             return 0
-        return await self._claim({"abandoned": {"$gte": 1}}, 1, suspect=True)
+        return await self._claim({"abandoned": {"$gte": SUSPECT_AFTER, "$lt": self.max_attempts}}, 1, suspect=True)
 
     async def _claim(self, which: dict, limit: int, suspect: bool = False) -> int:
         now = _now()
@@ -200,7 +210,7 @@ class Inbox:
         count = 0
         async for doc in self.collection.find({"claim": token}).sort("update_id", ASCENDING):
             try:
-                update = Update.de_json(doc["update"], self.app.bot)
+                update = Update.de_json(json.loads(doc["update"]), self.app.bot)
             except Exception as exc:  # a malformed update is parked, never fatal
                 await self._park(doc["_id"], f"malformed update: {describe(exc)}")
                 continue
@@ -293,7 +303,7 @@ class Inbox:
         try:
             doc = await self.collection.find_one_and_update(
                 {"_id": doc_id, "claim": token}, {"$inc": {"attempts": 1}, "$set": {"error": describe(error)}},
-                {"attempts": 1}, return_document=ReturnDocument.AFTER)
+                return_document=ReturnDocument.AFTER)  # no projection: FerretDB v1 has none here
             if doc is None:
                 return  # the claim was lost (expired and taken again): its new holder decides
             attempts = int(doc.get("attempts", 1))

@@ -7,12 +7,13 @@ configuration error from a crash.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="BOTSTACK_", case_sensitive=False, extra="ignore", frozen=True
     )
+    # Bad values of settings other programs own: {program: "VARIABLE: what is wrong"} (load_settings).
+    _problems: dict = PrivateAttr(default_factory=dict)
 
     env: Literal["production", "development"] = "production"
     reload: bool = False
@@ -53,6 +56,7 @@ class Settings(BaseSettings):
     mongodb_uri: str = Field("mongodb://127.0.0.1:27017/?directConnection=true", validation_alias="MONGODB_URI")
     mongodb_db: str = Field("botstack", validation_alias="MONGODB_DB", pattern=r"^[A-Za-z0-9_-]{1,63}$")
     mongodb_timeout_ms: int = Field(2000, ge=100, le=60000)
+    mongodb_local: bool | None = Field(None, description="run the container's own mongod; unset: decided by MONGODB_URI")
 
     # The health sidecar's healing policy (healthcheck/policy.py).
     heal_backoff_base_s: float = Field(10.0, gt=0, le=3600)
@@ -62,6 +66,10 @@ class Settings(BaseSettings):
     heal_escalation: Literal["retry", "exit"] = "retry"
     heal_max_failures: int = Field(5, ge=1)
     heal_failure_window_s: float = Field(900.0, gt=0)
+    heal_cycle_max_restarts: int = Field(3, ge=1)
+    heal_cycle_window_s: float = Field(3600.0, gt=0)
+    alert_chat_ids_csv: str = Field("", validation_alias="BOTSTACK_ALERT_CHAT_IDS", pattern=r"^[-0-9,\s]*$")
+    alert_group_s: float = Field(300.0, ge=1, le=86400)
 
     admin_token: SecretStr | None = None
 
@@ -174,6 +182,20 @@ class Settings(BaseSettings):
         return None
 
     @property
+    def config_problems(self) -> dict[str, str]:
+        """Configuration errors of the programs that own them, seen from this one: what the
+        verdict, /ready and `botstack status` report while that program refuses to start."""
+        problems = dict(self._problems)
+        if self.telegram_bot_token is None and "bot" not in problems:
+            problems["bot"] = f"{env_name('telegram_bot_token')}: is required by the bot program (not set)"
+        return problems
+
+    @property
+    def alert_chat_ids(self) -> list[int]:
+        """Telegram chats that get the sidecar's alerts (BOTSTACK_ALERT_CHAT_IDS, comma-separated)."""
+        return [int(c) for c in self.alert_chat_ids_csv.replace(" ", "").split(",") if c.strip("-")]
+
+    @property
     def bot_extensions(self) -> list[str]:
         """Modules whose install(application) adds handlers (BOTSTACK_BOT_EXTENSIONS, comma-separated)."""
         return [name.strip() for name in self.bot_extensions_csv.split(",") if name.strip()]
@@ -192,6 +214,22 @@ class Settings(BaseSettings):
         return self.telegram_bot_token.get_secret_value().split(":", 1)[0]
 
 
+# Settings one program alone uses. A bad value stops that program (exit 78) and no other: the
+# rest run with the default and report the error. Everything else is shared and stops all.
+_BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret", "lease_ttl_s", "poll_timeout_s",
+        "job_interval_s", "bot_extensions_csv", "inbox_concurrency", "inbox_max_attempts", "inbox_retry_base_s",
+        "inbox_claim_ttl_s", "inbox_retention_h", "rate_overall_per_s", "rate_group_per_min", "rate_chat_per_s",
+        "rate_max_retries")
+_HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s", "heal_hang_term_grace_s",
+                "heal_escalation", "heal_max_failures", "heal_failure_window_s", "heal_cycle_max_restarts",
+                "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s")
+OWNERS: dict[str, str] = {
+    **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
+    "api_port": "api", "web_port": "web",
+    "backup_dir": "botstack", "backup_keep": "botstack", "doctor_min_free_mb": "botstack",
+}
+
+
 def env_name(field: str) -> str:
     """The environment variable that sets `field`."""
     info = Settings.model_fields.get(field)
@@ -202,35 +240,76 @@ def env_name(field: str) -> str:
     return f"BOTSTACK_{field.upper()}"
 
 
-def _first_error(exc: ValidationError) -> ConfigError:
-    err = exc.errors()[0]
-    loc = err.get("loc") or ("?",)
-    field = str(loc[0])
-    if field in Settings.model_fields:
-        variable = env_name(field)
-    else:  # pydantic reports aliased fields by alias
-        variable = field.upper()
-    cause = (err.get("ctx") or {}).get("error")
-    message = str(cause) if cause is not None else err.get("msg", "invalid")
-    message = message.removeprefix("Value error, ")
-    return ConfigError(variable, message)
+def _field_of(loc: str) -> str | None:
+    """The field pydantic means: it reports aliased fields by their alias."""
+    if loc in Settings.model_fields:
+        return loc
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        choices = alias.choices if isinstance(alias, AliasChoices) else [alias] if alias else []
+        if any(str(c).lower() == loc.lower() for c in choices):
+            return name
+    return None
 
 
-def load_settings() -> Settings:
-    """Read settings from the environment; raises ConfigError naming the variable."""
-    try:
-        return Settings()
-    except ConfigError:
-        raise
-    except ValidationError as exc:
-        raise _first_error(exc) from None
+def _variable(field: str | None, loc: str) -> str:
+    """The variable the user actually set (PORT, when BOTSTACK_API_PORT came from PORT)."""
+    if field is None:
+        return loc.upper()
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        present = {k.upper() for k in os.environ}
+        return next((str(c) for c in alias.choices if str(c).upper() in present), str(alias.choices[0]))
+    return env_name(field)
+
+
+def _errors(exc: ValidationError) -> list[tuple[str | None, ConfigError]]:
+    found = []
+    for err in exc.errors():
+        loc = str((err.get("loc") or ("?",))[0])
+        field = _field_of(loc)
+        cause = (err.get("ctx") or {}).get("error")
+        message = str(cause) if cause is not None else err.get("msg", "invalid")
+        found.append((field, ConfigError(_variable(field, loc), message.removeprefix("Value error, "))))
+    return found
+
+
+def _init_key(field: str) -> str:
+    alias = Settings.model_fields[field].validation_alias
+    if isinstance(alias, AliasChoices):
+        return str(alias.choices[0])
+    return alias if isinstance(alias, str) else field
+
+
+def load_settings(program: str | None = None) -> Settings:
+    """Read settings from the environment; raises ConfigError naming the variable.
+
+    For `program`, a bad value of a setting another program owns (OWNERS) does not raise: that
+    setting takes its default here and the error is kept in `config_problems`."""
+    overrides: dict = {}
+    problems: dict[str, str] = {}
+    while True:
+        try:
+            settings = Settings(**overrides)
+            settings._problems = problems
+            return settings
+        except ConfigError:
+            raise
+        except ValidationError as exc:
+            errors = _errors(exc)
+            mine = [e for f, e in errors if program is None or OWNERS.get(f) in (None, program)]
+            if mine:
+                raise mine[0] from None
+            for field, error in errors:
+                overrides[_init_key(field)] = Settings.model_fields[field].default
+                problems.setdefault(OWNERS[field], str(error))
 
 
 @lru_cache(maxsize=1)
 def settings_or_exit(program: str) -> Settings:
     """The settings for a program's entry point; a bad value ends it with one line and 78."""
     try:
-        return load_settings()
+        return load_settings(program)
     except ConfigError as exc:
         _fail(program, str(exc))
 

@@ -8,7 +8,7 @@ import json
 import time
 from pathlib import Path
 
-STALE_AFTER_S = 30
+STALE_AFTER_S = 20  # the watchdog restarts a sidecar whose heartbeat is 7 s old
 
 
 def verdict_path(run_dir: str) -> Path:

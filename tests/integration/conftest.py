@@ -20,6 +20,7 @@ import re
 import secrets
 import subprocess
 import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator
@@ -202,8 +203,8 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
     started: list[tuple[str, DockerContainer]] = []
 
     def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None,
-              tmpfs: dict[str, str] | None = None, **env: str) -> Stack:
-        container = _stack_container(stack_image, network, bot_token, env)
+              tmpfs: dict[str, str] | None = None, image: str | None = None, **env: str) -> Stack:
+        container = _stack_container(image or stack_image, network, bot_token, env)
         if aliases:
             container.with_network_aliases(*aliases)
         for volume, path in (volumes or {}).items():
@@ -236,10 +237,18 @@ def stack(stack_image, network, emulator, bot_token, bot_id, log_archive) -> Ite
         container.stop()
 
 
+@dataclass
+class ExternalDb:
+    """A MongoDB of its own container on the test network, as Atlas would be to the stack."""
+
+    uri: str
+    container: DockerContainer
+
+
 @pytest.fixture
-def shared_db(stack_image, network, log_archive) -> Iterator[str]:
-    """A database several stacks share (as an external MongoDB would be): the image's own
-    `mongod` (the stand-in offline, real MongoDB otherwise), listening on the test network."""
+def external_db(stack_image, network, log_archive) -> Iterator[ExternalDb]:
+    """The image's own `mongod` (the stand-in offline, real MongoDB otherwise), listening on the
+    test network, in a container of its own that a test may stop and start."""
     alias = f"db-{uuid.uuid4().hex[:6]}"
     container = (
         DockerContainer(stack_image)
@@ -249,7 +258,13 @@ def shared_db(stack_image, network, log_archive) -> Iterator[str]:
     )
     container.start()
     try:
-        yield f"mongodb://{alias}:27017/?directConnection=true"
+        yield ExternalDb(f"mongodb://{alias}:27017/?directConnection=true", container)
     finally:
         _archive(log_archive, alias, container)
         container.stop()
+
+
+@pytest.fixture
+def shared_db(external_db) -> str:
+    """A database several stacks share (as an external MongoDB would be)."""
+    return external_db.uri

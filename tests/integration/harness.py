@@ -6,6 +6,7 @@ Everything waits by polling a condition against a deadline; nothing sleeps and h
 from __future__ import annotations
 
 import json
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
@@ -211,3 +212,41 @@ class Stack:
 def identities(programs: dict, names=PROGRAMS) -> dict:
     """(pid, start) per program: equal before and after means nothing was restarted."""
     return {n: (programs[n]["pid"], programs[n]["start"]) for n in names}
+
+
+class Injector:
+    """Injects /version at a steady pace from a thread, for a bounded count. `users` distinct
+    users take turns (None: a new user for every update); one user writing twice a second
+    would meet Telegram's 1 message/s per chat limit."""
+
+    def __init__(self, emulator: Emulator, bot_id: str, every_s: float = 0.5, max_count: int = 400,
+                 users: int | None = 10, first_user: int = 910_000) -> None:
+        self.emulator, self.bot_id, self.every_s, self.max_count = emulator, bot_id, every_s, max_count
+        self.users, self.first_user = users, first_user
+        self.ids: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and len(self.ids) < self.max_count:
+            n = len(self.ids) if self.users is None else len(self.ids) % self.users
+            user = {"id": self.first_user + n, "first_name": "Steady"}
+            self.ids.append(self.emulator.inject(self.bot_id, "/version", user=user))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def replies(emulator: Emulator, bot_id: str, update_ids: list[int]) -> dict[int, int]:
+    """How many replies each update got."""
+    counts = dict.fromkeys(update_ids, 0)
+    for m in emulator.sent(bot_id):
+        if m.get("reply_to_update_id") in counts:
+            counts[m["reply_to_update_id"]] += 1
+    return counts

@@ -78,8 +78,8 @@ def test_kill_mid_burst_loses_nothing(start_stack, emulator):
 
 def test_hang_heal_mid_burst_loses_nothing(start_stack, emulator):
     """A handler blocks the event loop while 100 updates wait: the sidecar kills the hung bot;
-    the blocking update is retried alone, parked after 2 tries, and nothing else is lost."""
-    stack, bot = active_stack(start_stack, BOTSTACK_INBOX_MAX_ATTEMPTS="2", **TESTKIT)
+    the blocking update is retried, then alone, and parked after 3 deaths; nothing else is lost."""
+    stack, bot = active_stack(start_stack, BOTSTACK_INBOX_MAX_ATTEMPTS="3", **TESTKIT)
     blocker = emulator.inject(bot, "/block 12", user=user(1000))
     ids = emulator.inject_many(bot, [(f"/remember h{i}", user(2000 + i)) for i in range(100)])
 

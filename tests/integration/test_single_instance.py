@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import http_get, wait_until
+from tests.integration.harness import Injector, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,31 +45,6 @@ def clean_logs(stack) -> None:
     assert "Traceback" not in logs
     assert not re.search(r"exited: bot ", logs), "the bot program crashed"
     assert "restart program=bot" not in logs, "the sidecar restarted the bot"
-
-
-class Injector:
-    """Injects /version at a steady pace from a thread, for a bounded time, from 10 users in
-    turn (one user writing twice a second would meet Telegram's 1 message/s per chat limit)."""
-
-    def __init__(self, emulator, bot_id: str, every_s: float = 0.5, max_count: int = 400) -> None:
-        self.emulator, self.bot_id, self.every_s, self.max_count = emulator, bot_id, every_s, max_count
-        self.ids: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and len(self.ids) < self.max_count:
-            user = {"id": 910_000 + len(self.ids) % 10, "first_name": "Steady"}
-            self.ids.append(self.emulator.inject(self.bot_id, "/version", user=user))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def test_two_instances_one_active(start_stack, shared_db, emulator):

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import secrets
 import subprocess
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import LogArchive, ROOT
-from tests.integration.harness import Emulator, http_get, wait_until
+from tests.integration.harness import Emulator, Injector, http_get, replies, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -181,39 +179,6 @@ def swarm(swarm_engine, docker_client, app_image, stack_image, emulator_image, l
         s.close(log_archive)
 
 
-class Burst:
-    """Injects `/version` from distinct users at a steady pace from a thread, bounded."""
-
-    def __init__(self, emulator: Emulator, bot_id: str, every_s: float, max_count: int) -> None:
-        self.emulator, self.bot_id, self.every_s, self.max_count = emulator, bot_id, every_s, max_count
-        self.ids: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and len(self.ids) < self.max_count:
-            n = len(self.ids)
-            self.ids.append(self.emulator.inject(self.bot_id, "/version", user={"id": 700_000 + n}))
-            self._stop.wait(self.every_s)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
-def replies(emulator: Emulator, bot_id: str, update_ids: list[int]) -> dict[int, int]:
-    sent = emulator.sent(bot_id)
-    counts = {u: 0 for u in update_ids}
-    for m in sent:
-        if m.get("reply_to_update_id") in counts:
-            counts[m["reply_to_update_id"]] += 1
-    return counts
-
-
 def all_answered(emulator: Emulator, bot_id: str, update_ids: list[int], timeout_s: float) -> dict[int, int]:
     return wait_until(lambda: (c := replies(emulator, bot_id, update_ids)) and all(c.values()) and c,
                       timeout_s, f"a reply to each of {len(update_ids)} updates")
@@ -239,7 +204,7 @@ def test_swarm_replicas(swarm):
 def test_swarm_replica_killed(swarm):
     emulator, bot_id = swarm.emulator, swarm.bot_id
     [holder] = swarm.active()
-    with Burst(emulator, bot_id, every_s=0.25, max_count=200) as burst:
+    with Injector(emulator, bot_id, every_s=0.25, max_count=200, users=None, first_user=700_000) as burst:
         wait_until(lambda: len(burst.ids) >= 10, 30, "updates flowing")
         t0 = time.monotonic()
         holder.kill()  # SIGKILL: no lease release, no clean stop
@@ -272,7 +237,7 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
     bad = crash_looping_image(docker_client, swarm.image)
     emulator, bot_id = swarm.emulator, swarm.bot_id
     before = {c.id for c in swarm.containers()}
-    with Burst(emulator, bot_id, every_s=0.5, max_count=400) as burst:
+    with Injector(emulator, bot_id, every_s=0.5, max_count=400, users=None, first_user=700_000) as burst:
         t0 = time.monotonic()
         swarm.deploy(bad)
 
@@ -284,7 +249,7 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
         elapsed = time.monotonic() - t0
         wait_until(lambda: len(swarm.healthy_replicas(swarm.image)) == REPLICAS, 120,
                    f"{REPLICAS} healthy replicas of the previous version")
-    counts = all_answered(emulator, bot_id, burst.ids, 60)
+    all_answered(emulator, bot_id, burst.ids, 60)
     print(f"\nupdate to a crash-looping bot: rolled back by Swarm after {elapsed:.0f} s "
           f"({status.get('Message')}); {len(burst.ids)} updates during it, all answered")
     spec_image = swarm.service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import threading
 import time
 import xmlrpc.client
@@ -20,6 +21,7 @@ import pytest
 from pymongo.errors import ServerSelectionTimeoutError
 
 from healthcheck.__main__ import status
+from healthcheck.alerts import Alerts
 from healthcheck.events import Event, EventLog
 from healthcheck.policy import HealPolicy
 from healthcheck.sidecar import Sidecar
@@ -267,11 +269,12 @@ def sup(clock) -> FakeSupervisord:
 def make(sup, clock, tmp_path):
     """A Sidecar wired to the fake supervisord, the fake clock and a sleep that advances it."""
 
-    def build(probes=(), readiness=None, events=None, tick_s=0.5, **policy) -> Sidecar:
+    def build(probes=(), readiness=None, events=None, tick_s=0.5, alerts=None, **options) -> Sidecar:
+        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat") if k in options}
         return Sidecar(
             SimpleNamespace(supervisor=sup), list(probes), tmp_path / "health.json",
-            readiness=readiness, policy=HealPolicy(**policy), events=events or EventLog(),
-            tick_s=tick_s, clock=clock, sleep=clock.advance,
+            readiness=readiness, policy=HealPolicy(**options), events=events or EventLog(),
+            alerts=alerts or Alerts(None), tick_s=tick_s, clock=clock, sleep=clock.advance, **extra,
         )
 
     return build
@@ -923,3 +926,125 @@ def test_http_probe_reports_a_non_http_answer_as_failure_instead_of_raising():
 
     assert ok is False
     assert detail
+
+
+# --- crash cycles, configuration errors, external database, alerts, the watchdog ------------------
+
+class Sent(list):
+    """An alert sender that keeps what it was given."""
+
+    def __call__(self, text: str) -> None:
+        self.append(text)
+
+
+def wait_sent(sent: Sent, n: int) -> list[str]:
+    deadline = time.monotonic() + 5
+    while len(sent) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return list(sent)
+
+
+def test_crashes_spread_over_minutes_are_a_crash_cycle_though_each_run_lived(sup, make, clock):
+    clock.advance(60)
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar.tick()
+    for _ in range(4):  # one crash every 7 minutes: supervisord never calls that FATAL
+        clock.advance(420)
+        sup.crash("bot")
+        verdict = sidecar.tick()
+    assert verdict["status"] == "unhealthy"
+    assert any(r.startswith("bot: crash cycle: 4 restarts in the last 1 h (last: exit status 0)")
+               for r in verdict["reasons"]), verdict["reasons"]
+    assert [e.cause for e in sidecar.events.pending].count("cycle") == 1
+    texts = wait_sent(sent, 5)
+    assert len([t for t in texts if "crash cycle" in t]) == 1
+
+
+def test_a_crash_cycle_ends_when_the_window_has_passed_and_recovery_is_announced(sup, make, clock):
+    clock.advance(60)
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), cycle_window_s=60)
+    sidecar.tick()
+    for _ in range(4):
+        clock.advance(5)
+        sup.crash("api")
+        sidecar.tick()
+    assert sidecar.tick()["status"] == "unhealthy"
+    clock.advance(61)
+    assert sidecar.tick()["status"] == "healthy"
+    assert any("healthy again" in t for t in wait_sent(sent, 3))
+
+
+def test_twenty_crashes_in_a_minute_are_at_most_three_alerts(sup, make, clock):
+    clock.advance(60)
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar.tick()
+    for _ in range(20):
+        clock.advance(3)
+        sup.crash("bot")
+        sidecar.tick()
+    time.sleep(0.2)
+    texts = list(sent)
+    assert 1 <= len(texts) <= 3, texts
+    clock.advance(300)
+    sidecar.tick()
+    summary = wait_sent(sent, len(texts) + 1)[-1]
+    assert summary.startswith("botstack: 19 more of the same in the last 5 min")
+
+
+def test_alerts_never_carry_a_token():
+    sent = Sent()
+    alerts = Alerts(sent, secrets=("hunter2-password",))
+    alerts.event("x", f"api failed: {TOKEN_LIKE} and mongodb://u:hunter2-password@db/")
+    text = wait_sent(sent, 1)[0]
+    assert TOKEN_LIKE not in text and "hunter2-password" not in text
+
+
+TOKEN_LIKE = "123456789:AAH-fake_secret_for_unit_tests_0123456789"
+
+
+def test_a_program_with_a_configuration_error_is_named_and_not_restarted(sup, make, clock):
+    clock.advance(60)
+    sup.go_fatal("bot")
+    sidecar = make(healthy_probes(), config_problems={"bot": "TELEGRAM_BOT_TOKEN: is not a bot token"})
+    verdict = run_for(sidecar, 120)
+    assert "bot: configuration error: TELEGRAM_BOT_TOKEN: is not a bot token" in verdict["reasons"]
+    assert sup.actions() == []
+
+
+def test_programs_this_container_does_not_run_are_neither_probed_nor_reported(sup, make, clock):
+    clock.advance(60)
+    sup.operator_stop("mongodb")
+    sidecar = make([live("api"), live("web"), live("bot")], not_run=frozenset({"mongodb"}))
+    verdict = run_for(sidecar, 30)
+    assert verdict["status"] == "healthy" and "mongodb" not in verdict["programs"]
+    assert "mongodb" not in sup.named()
+
+
+def test_the_sidecar_beats_while_it_waits_on_a_heal(sup, make, clock, tmp_path):
+    clock.advance(60)
+    beats = []
+    sidecar = make(healthy_probes(bot=live("bot", [False])), heartbeat=tmp_path / "hb")
+    sidecar.beat = lambda: beats.append(clock())
+    sup.on_term["bot"] = "ignore"
+    run_for(sidecar, 10)
+    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    assert beats and max(gaps) <= 1.0, gaps
+
+
+def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(sup, clock, tmp_path):
+    from healthcheck.watchdog import START_GRACE_S, STALE_S, check
+
+    beat = tmp_path / "hb"
+    beat.touch()
+    proxy = SimpleNamespace(supervisor=sup)
+    now = START + START_GRACE_S + 60
+    os.utime(beat, (now - 1, now - 1))
+    assert check(proxy, beat, now) is None
+    os.utime(beat, (now - STALE_S - 1, now - STALE_S - 1))
+    old = sup.pid("healthcheck")
+    done = check(proxy, beat, now)
+    assert done.startswith(f"restart program=healthcheck cause=watchdog old_pid={old}")
+    assert sup.actions() == [("signalProcess", "healthcheck", "KILL")]

@@ -1,0 +1,126 @@
+"""Alerts to the admins in Telegram: what the sidecar saw and did, as a few readable messages.
+
+Sent by the sidecar through the Bot API directly (sendMessage with the bot's token), so they
+go out while the bot program is down. Never in the way of healing: the sidecar only queues a
+message; one background thread sends it, honouring 429 `retry_after`.
+
+Grouped and rate limited, so a crash loop is one message with a count and not one per crash:
+the first event of a kind for a program is sent at once; more of that kind within
+BOTSTACK_ALERT_GROUP_S are counted and sent as one summary when that time is up. Every text is
+passed through the log redaction (no token, no password in a URI).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import httpx
+
+from services.common.logs import redact
+
+log = logging.getLogger("botstack.healthcheck.alerts")
+
+QUEUE_MAX = 100
+SEND_ATTEMPTS = 5
+TIMEOUT_S = 10.0
+
+
+@dataclass
+class _Group:
+    first_at: float
+    count: int = 0  # events after the first one, not yet reported
+    last_text: str = ""
+
+
+@dataclass
+class Alerts:
+    """`send(text)` delivers one message (to every admin chat); None: alerts are off."""
+
+    send: Callable[[str], None] | None
+    group_s: float = 300.0
+    clock: Callable[[], float] = time.time
+    secrets: tuple[str, ...] = ()
+    _groups: dict[str, _Group] = field(default_factory=dict)
+    _queue: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_MAX))
+    _thread: threading.Thread | None = None
+
+    def event(self, key: str, text: str) -> None:
+        """An event of kind `key` (e.g. "bot:restart"): sent now, or counted into its group."""
+        if self.send is None:
+            return
+        now = self.clock()
+        group = self._groups.get(key)
+        if group is None or now - group.first_at >= self.group_s:
+            self._flush(key)
+            self._groups[key] = _Group(first_at=now)
+            self._enqueue(text)
+        else:
+            group.count += 1
+            group.last_text = text
+
+    def tick(self) -> None:
+        """Send the summaries whose grouping time is up."""
+        now = self.clock()
+        for key in [k for k, g in self._groups.items() if now - g.first_at >= self.group_s]:
+            self._flush(key)
+            del self._groups[key]
+
+    def _flush(self, key: str) -> None:
+        group = self._groups.get(key)
+        if group and group.count:
+            minutes = max(1, round(self.group_s / 60))
+            self._enqueue(f"{group.count} more of the same in the last {minutes} min; the last one: "
+                          f"{group.last_text}")
+            group.count = 0
+
+    def _enqueue(self, text: str) -> None:
+        try:
+            self._queue.put_nowait(redact(f"botstack: {text}", self.secrets)[:4000])
+        except queue.Full:
+            log.warning("alert dropped: %d alerts are waiting to be sent", QUEUE_MAX)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._sender, name="alerts", daemon=True)
+            self._thread.start()
+
+    def drain(self, timeout_s: float) -> None:
+        """Give queued alerts a moment to leave (before the sidecar stops the container)."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.1)
+
+    def _sender(self) -> None:
+        while True:
+            text = self._queue.get()
+            try:
+                self.send(text)
+            except Exception as exc:  # an alert must never take the sidecar down
+                log.warning("alert not sent: %s", redact(str(exc), self.secrets))
+            finally:
+                self._queue.task_done()
+
+
+def telegram_sender(base_url: str, token: str, chat_ids: list[int], sleep=time.sleep) -> Callable[[str], None]:
+    """sendMessage to each chat; a 429 waits its retry_after, other failures retry with backoff."""
+    client = httpx.Client(timeout=TIMEOUT_S)
+    url = f"{base_url}{token}/sendMessage"
+
+    def send(text: str) -> None:
+        for chat_id in chat_ids:
+            for attempt in range(1, SEND_ATTEMPTS + 1):
+                try:
+                    body = client.post(url, json={"chat_id": chat_id, "text": text}).json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    body = {"description": type(exc).__name__}
+                if body.get("ok"):
+                    break
+                retry_after = (body.get("parameters") or {}).get("retry_after")
+                if attempt == SEND_ATTEMPTS:
+                    raise RuntimeError(f"sendMessage to {chat_id} failed: {body.get('description')}")
+                sleep(float(retry_after) if retry_after else min(30.0, 2.0 ** attempt))
+
+    return send

@@ -1,0 +1,39 @@
+"""The image's entry point: decide whether this container runs its own mongod, then become
+supervisord (PID 1, the only thing that starts programs).
+
+The container's own mongod runs only when MONGODB_URI points at it (127.0.0.1 or localhost,
+port 27017), or BOTSTACK_MONGODB_LOCAL says so. With an external database (Atlas, a replica
+set, the way to scale out) the `mongodb` program is not started, and the health sidecar neither
+probes nor restarts it: an outage there is a dependency down (degraded), not a program to heal.
+The `app` target has no mongod at all; pointed at the local one it refuses with one line.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+
+from services.common.db import runs_local_mongod
+from services.common.settings import EX_CONFIG, ConfigError, load_settings
+
+PROGRAM = "botstack"
+CONFIG = "/app/supervisord.conf"
+
+
+def main() -> None:
+    try:
+        local = runs_local_mongod(load_settings("start"))
+    except ConfigError:  # each program reports a bad shared setting itself, in its own line
+        local = shutil.which("mongod") is not None
+    if local and shutil.which("mongod") is None:
+        sys.stderr.write(f"{PROGRAM}: configuration error: MONGODB_URI: points at this container's own "
+                         "mongod, but this image (the app target) has none; set MONGODB_URI to your "
+                         "database, or run the standalone target\n")
+        raise SystemExit(EX_CONFIG)
+    os.environ["BOTSTACK_MONGOD_AUTOSTART"] = "true" if local else "false"
+    os.execvp("supervisord", ["supervisord", "-c", CONFIG])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,188 @@
+"""Healing that sees everything: crash cycles, a hung healer, a bad setting that stays in its
+program, an external MongoDB, and alerts to the admins in Telegram.
+
+Times are printed (`pytest -s`) for the issue's note.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import httpx
+import pytest
+
+from tests.integration.harness import http_get, identities, wait_until
+
+pytestmark = pytest.mark.integration
+
+ADMIN_CHAT = 424242
+OTHERS = ("mongodb", "api", "web", "bot")
+
+
+def new_token() -> str:
+    return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+
+
+def alerts(emulator, bot_id: str) -> list[str]:
+    return [m["text"] for m in emulator.sent(bot_id) if m.get("chat_id") == ADMIN_CHAT and m.get("kind") == "message"]
+
+
+def docker_health(stack) -> str:
+    container = stack.container.get_wrapped_container()
+    container.reload()
+    return container.attrs["State"]["Health"]["Status"]
+
+
+def settled(stack) -> dict:
+    stack.wait_healthy()
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 60, "a healthy verdict")
+    return stack.programs()
+
+
+def alerting_stack(start_stack, **env):
+    token = new_token()
+    stack = start_stack(TELEGRAM_BOT_TOKEN=token, BOTSTACK_ALERT_CHAT_IDS=str(ADMIN_CHAT), **env)
+    return stack, token
+
+
+def test_crash_cycle_is_unhealthy(start_stack, emulator):
+    stack, token = alerting_stack(start_stack)
+    settled(stack)
+    t0 = time.monotonic()
+    unhealthy_at = docker_unhealthy_at = None
+    kills = 0
+    while time.monotonic() - t0 < 90 and docker_unhealthy_at is None:
+        if time.monotonic() - t0 >= kills * 7:
+            stack.signal(stack.bot_pid(), "KILL")
+            kills += 1
+        code, out = stack.health()
+        if unhealthy_at is None and code == 1 and re.search(r"bot: crash cycle: \d+ restarts", out):
+            unhealthy_at = time.monotonic() - t0
+            verdict = out
+        if unhealthy_at is not None and docker_health(stack) == "unhealthy":
+            docker_unhealthy_at = time.monotonic() - t0
+        time.sleep(0.5)
+    print(f"\ncrash cycle (bot SIGKILLed every 7 s): verdict unhealthy {unhealthy_at:.0f} s after the first "
+          f"crash, Docker unhealthy after {docker_unhealthy_at:.0f} s, {kills} kills")
+    assert unhealthy_at is not None and unhealthy_at <= 60, "the verdict never named the crash cycle"
+    assert docker_unhealthy_at is not None and docker_unhealthy_at <= 90
+    assert "last: exit status" in verdict, verdict
+    wait_until(lambda: len([a for a in alerts(emulator, bot_id(token)) if "crash cycle" in a]) == 1, 20,
+               "the crash-cycle alert")
+    sent = alerts(emulator, bot_id(token))
+    print(f"alerts for {kills} crashes: {len(sent)}: {sent}")
+    assert len([a for a in sent if "crash cycle" in a]) == 1
+    assert len(sent) <= 3, sent
+
+
+def bot_id(token: str) -> str:
+    return token.split(":")[0]
+
+
+def test_hung_sidecar_is_healed(start_stack):
+    stack = start_stack()
+    before = settled(stack)
+    old = before["healthcheck"]["pid"]
+    t0 = time.monotonic()
+    stack.signal(old, "STOP")
+    wait_until(lambda: (p := stack.programs()["healthcheck"])["pid"] != old and p["statename"] in ("STARTING", "RUNNING"),
+               20, "a new sidecar process", interval_s=0.2)
+    healed = time.monotonic() - t0
+    print(f"\nhung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s")
+    assert healed <= 15
+    assert "restart program=healthcheck cause=watchdog" in stack.logs()
+    assert identities(stack.programs(), OTHERS) == identities(before, OTHERS), "another program was restarted"
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 30, "a fresh, healthy verdict")
+
+
+@pytest.mark.parametrize("token", ["", "not-a-token"], ids=["empty", "malformed"])
+def test_bad_token_stops_only_the_bot(start_stack, token):
+    stack = start_stack(TELEGRAM_BOT_TOKEN=token)
+    wait_until(lambda: "bot: configuration error: TELEGRAM_BOT_TOKEN: " in stack.logs(), 60, "the bot's refusal")
+    assert "exited: bot (exit status 78" in stack.logs()
+
+    def others_run():
+        programs = stack.programs()
+        return all(programs[n]["statename"] == "RUNNING" for n in ("mongodb", "api", "web", "healthcheck"))
+
+    wait_until(others_run, 60, "api, web, mongodb and healthcheck RUNNING")
+    assert http_get(f"{stack.api}/health").status_code == 200
+    ready = wait_until(lambda: (r := http_get(f"{stack.api}/ready")).status_code == 200 and r.json(), 60, "/ready")
+    assert any(p.startswith("bot: configuration error: TELEGRAM_BOT_TOKEN: ") for p in ready["problems"]), ready
+    code, out = wait_until(lambda: "bot: configuration error" in (r := stack.health())[1] and r, 60,
+                           "the verdict naming the bot's configuration error")
+    assert code == 1, out
+    assert "bot: configuration error: TELEGRAM_BOT_TOKEN: " in http_get(f"{stack.web}/").text
+    code, out = stack.exec(["botstack", "status"])
+    assert "bot: configuration error: TELEGRAM_BOT_TOKEN: " in out, out
+    assert others_run()
+
+
+def test_bad_port_names_the_variable_set(start_stack):
+    stack = start_stack(PORT="abc")
+    wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")
+    lines = [line for line in stack.logs().splitlines() if line.startswith("api: ")]
+    assert lines and all(line.startswith("api: configuration error: PORT: ") for line in lines), lines
+    programs = stack.programs()
+    assert all(programs[n]["statename"] == "RUNNING" for n in ("mongodb", "web", "bot", "healthcheck")), programs
+
+
+def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_image, emulator):
+    stack = start_stack(image=app_image, MONGODB_URI=external_db.uri)
+    running = ("api", "web", "bot", "healthcheck")
+
+    def up():
+        programs = stack.programs()
+        return all(programs[n]["statename"] == "RUNNING" for n in running) and stack.ready() and programs
+
+    before = wait_until(up, 90, "the app target's programs RUNNING and /ready 200")
+    assert before["mongodb"]["statename"] == "STOPPED" and not before["mongodb"]["pid"], "a local mongod started"
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 60, "a healthy verdict")
+    assert "git_sha" in emulator.ask(stack.bot_id, "/version", timeout_s=30)
+
+    external_db.container.get_wrapped_container().stop(timeout=10)
+    code, out = wait_until(lambda: (r := stack.health())[1].startswith("degraded") and r, 30, "a degraded verdict")
+    assert code == 0 and "mongodb" in out, out
+    end = time.monotonic() + 20  # longer than any probe's detection time
+    while time.monotonic() < end:
+        assert identities(stack.programs(), running) == identities(before, running), "a program was restarted"
+        time.sleep(2)
+    assert stack.programs()["mongodb"]["statename"] == "STOPPED"
+    assert "restart program=" not in stack.logs()
+
+    external_db.container.get_wrapped_container().start()
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 90, "healthy again")
+    assert identities(stack.programs(), running) == identities(before, running)
+    assert "git_sha" in emulator.ask(stack.bot_id, "/version", timeout_s=30)
+
+
+def test_alerts(start_stack, emulator):
+    stack, token = alerting_stack(start_stack, BOTSTACK_HEAL_CYCLE_WINDOW_S="30")
+    bot = bot_id(token)
+    settled(stack)
+
+    stack.signal(stack.bot_pid(), "STOP")
+    hang = wait_until(lambda: next((a for a in alerts(emulator, bot) if "bot was hung" in a), None), 30,
+                      "the hang alert")
+    assert "restarted" in hang
+    settled(stack)
+
+    before = len(alerts(emulator, bot))
+    t0 = time.monotonic()
+    for _ in range(20):  # 20 crashes in a minute
+        pid = stack.bot_pid()
+        stack.signal(pid, "KILL")
+        wait_until(lambda: (p := stack.programs()["bot"])["pid"] not in (0, pid), 20, "the bot back", interval_s=0.2)
+        time.sleep(max(0.0, 2.5 - (time.monotonic() - t0) % 2.5))
+    during = alerts(emulator, bot)[before:]
+    print(f"\n20 crashes in {time.monotonic() - t0:.0f} s: {len(during)} alert message(s): {during}")
+    assert len(during) <= 3, during
+    assert any("bot is in a crash cycle" in a for a in during), during
+
+    wait_until(lambda: any("healthy again" in a for a in alerts(emulator, bot)), 120, "the recovery alert")
+    everything = alerts(emulator, bot)
+    assert all(token not in a and token.split(":")[1] not in a for a in everything)
+    code, out = stack.exec(["sh", "-c", "cat /run/botstack/*.json"])
+    assert httpx.get(f"{stack.api}/metrics", timeout=5).status_code == 200
