@@ -110,7 +110,7 @@ async def run() -> int:
         loop.add_signal_handler(sig, stop.set)
 
     mode = "webhook" if settings.webhook_url else "polling"
-    status = BotStatus(Path(settings.run_dir) / "bot.json", mode=mode, instance=holder_id())
+    status = BotStatus(Path(settings.run_dir) / "bot.json", mode=mode, instance=holder_id(), git_sha=settings.build_sha)
     status.write()
     client = make_client(settings, PROGRAM)
     db = database(client, settings)

@@ -16,6 +16,7 @@ class BotStatus:
     mode: str = "polling"  # polling | webhook
     role: str = "starting"  # starting | active | standby | stopping
     instance: str = ""
+    git_sha: str = ""  # the build this bot runs: a deploy checks the bot, not only the API
     lease_holder: str | None = None
     conflicts: int = 0
     last_conflict: float | None = None

@@ -1,99 +1,184 @@
-"""botstack — operate a running stack from inside its container.
+"""botstack — operate a running stack (inside its container) and deploy it (on the host).
 
-usage: botstack status              programs, build, health verdict, restarts
-       botstack doctor              preflight checks; exit 1 if any fails
-       botstack backup              dump the database into BOTSTACK_BACKUP_DIR, verified
-       botstack restore <backup>    stop bot and api, restore, start them again
-       botstack inbox [retry|drop]  failed updates: list, handle again, delete (botstack inbox -h)
-       botstack deploy [--rollback] on the host: lock, doctor, backup, build, up, verify,
-                                    roll back on failure (botstack deploy --help)
+Built on argparse subcommands: the standard library's own CLI parser, so the command adds no
+dependency to the image, and every command gets `--help`. Every command takes `--json` for
+machines (the deploy reads the in-container commands that way, never their prose).
 
 Exit status: 0 success, 1 a check or operation failed, 2 usage, 78 bad settings.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from datetime import timezone
 from pathlib import Path
 
+from services.common.logs import redact
 from services.common.settings import settings_or_exit
 
+PROGRAM = "botstack"
 
-def status() -> int:
+
+def emit(args, data: dict, lines: list[str]) -> None:
+    """JSON for machines, lines for people; both pass the redaction (no token, no URI password)."""
+    if getattr(args, "json", False):
+        print(redact(json.dumps(data, default=str)))
+    else:
+        for line in lines:
+            print(redact(line))
+
+
+def progress(args, lines: list[str]):
+    """Where an operation's messages go: printed as they happen, or kept for the JSON answer."""
+
+    def out(line: str) -> None:
+        lines.append(line)
+        if not getattr(args, "json", False):
+            print(redact(line), flush=True)
+
+    return out
+
+
+def status(args) -> int:
     from services.common.buildinfo import build_info
     from services.common.supervisor import programs, rpc
     from services.common.verdict import read_verdict
 
-    settings = settings_or_exit("botstack")
-    info = build_info(settings, "botstack")
-    print(f"build {info['version']} sha {info['git_sha']} built {info['build_time']}")
+    settings = settings_or_exit(PROGRAM)
+    info = build_info(settings, PROGRAM)
     verdict = read_verdict(settings.run_dir) or {"status": "unknown (no fresh verdict)", "reasons": [], "programs": {}}
+    lines = [f"build {info['version']} sha {info['git_sha']} built {info['build_time']}"]
     try:
         rows = programs(rpc(settings.supervisor_socket))
     except OSError as exc:
-        print(f"supervisord not reachable: {exc}")
+        emit(args, {"error": f"supervisord not reachable: {exc}"}, [f"supervisord not reachable: {exc}"])
         return 1
+    table = []
     for p in rows:
-        health = verdict["programs"].get(p.name, {})
-        restarts = health.get("restarts", {})
+        restarts = verdict["programs"].get(p.name, {}).get("restarts", {})
         since = p.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if p.started_at else "-"
-        print(f"{p.name:<12} {p.state:<9} pid {p.pid or '-':<6} since {since}  restarts "
-              f"crash {restarts.get('crash', 0)} hang {restarts.get('hang', 0)} fatal {restarts.get('fatal', 0)}")
-    print(f"health: {verdict['status']}" + "".join(f"\n  - {r}" for r in verdict["reasons"]))
+        table.append({"name": p.name, "state": p.state, "pid": p.pid, "since": since, "restarts": restarts})
+        lines.append(f"{p.name:<12} {p.state:<9} pid {p.pid or '-':<6} since {since}  restarts "
+                     f"crash {restarts.get('crash', 0)} hang {restarts.get('hang', 0)} fatal {restarts.get('fatal', 0)}")
+    lines.append(f"health: {verdict['status']}" + "".join(f"\n  - {r}" for r in verdict["reasons"]))
     bot = verdict.get("bot")
     if bot:
-        print(f"bot: {bot.get('role')} ({bot.get('mode')} mode), {bot.get('conflicts', 0)} polling conflicts")
+        lines.append(f"bot: {bot.get('role')} ({bot.get('mode')} mode), {bot.get('conflicts', 0)} polling conflicts")
+    inbox = None
     try:
         from services.bot.inbox import COLLECTION
         from services.cli.inbox import counts, summary
         from services.common.db import make_sync_client
 
         with make_sync_client(settings, "cli") as client:
-            print(summary(counts(client[settings.mongodb_db][COLLECTION], settings.bot_id)))
+            inbox = counts(client[settings.mongodb_db][COLLECTION], settings.bot_id)
+        lines.append(summary(inbox))
     except Exception as exc:  # status still reports what it can see without the database
-        print(f"inbox: unknown (database not reachable: {type(exc).__name__})")
+        lines.append(f"inbox: unknown (database not reachable: {type(exc).__name__})")
+    emit(args, {"build": info, "programs": table, "health": verdict, "bot": bot, "inbox": inbox}, lines)
     return 0 if verdict["status"] in ("healthy", "degraded") else 1
 
 
+def doctor(args) -> int:
+    from services.cli import doctor as checks
+
+    return checks.run(args)
+
+
+def backup(args) -> int:
+    from services.cli import backups
+
+    settings = settings_or_exit(PROGRAM)
+    lines: list[str] = []
+    path = backups.backup(settings, progress(args, lines))
+    emit(args, {"path": str(path), "bytes": path.stat().st_size, "messages": lines}, [])
+    return 0
+
+
+def list_backups(args) -> int:
+    from services.cli import backups
+
+    found = backups.listing(settings_or_exit(PROGRAM))
+    lines = [f"{b['name']:<60} {b['bytes']:>12} bytes" for b in found] or ["no backups yet"]
+    emit(args, {"backups": found}, lines)
+    return 0
+
+
+def restore(args) -> int:
+    from services.cli import archive, backups
+
+    settings = settings_or_exit(PROGRAM)
+    path = Path(args.backup)
+    if not path.is_absolute() and not path.exists():
+        path = Path(settings.backup_dir) / path
+    lines: list[str] = []
+    try:
+        backups.restore(settings, path, progress(args, lines))
+    except Exception as exc:
+        if not isinstance(exc, archive.BadArchive):
+            text = f"restore failed: {type(exc).__name__}: {exc}"
+            emit(args, {"error": text, "messages": lines}, [text])
+            return 1
+        raise
+    emit(args, {"restored": str(path), "messages": lines}, [])
+    return 0
+
+
+def inbox(args) -> int:
+    from services.cli import inbox as dead_letters
+
+    return dead_letters.run(settings_or_exit(PROGRAM), args, emit)
+
+
+def deploy(args) -> int:
+    from services.cli import deploy as deployment
+
+    return deployment.run(args)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
+    commands = top.add_subparsers(dest="command", metavar="command", required=True)
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--json", action="store_true", help="machine-readable output")
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("status", status, "programs, build, health verdict, restarts, inbox counts")
+    command("doctor", doctor, "preflight checks, each failure with what to do; exit 1 if any fails")
+    command("backup", backup, "dump the database into BOTSTACK_BACKUP_DIR, verified")
+    command("backups", list_backups, "list the backups (name, size, time, build SHA)")
+    sub = command("restore", restore, "safety backup, stop the writers, restore (indexes included), start them; "
+                                      "a failed restore puts the safety backup back")
+    sub.add_argument("backup", help="a file in BOTSTACK_BACKUP_DIR, or a path")
+    from services.cli import inbox as dead_letters
+
+    dead_letters.add_arguments(command("inbox", inbox, "failed updates: list, handle again, delete"))
+    from services.cli import deploy as deployment
+
+    deployment.add_arguments(command("deploy", deploy, "on the host: lock, preflight, doctor, backup, build, up, "
+                                                       "verify the whole stack, roll back on failure"))
+    return top
+
+
 def main(argv: list[str]) -> int:
-    command, args = (argv[0], argv[1:]) if argv else ("", [])
-    if command == "deploy":
-        from services.cli import deploy
+    from services.cli import archive
 
-        return deploy.main(args)
-    if command == "status" and not args:
-        return status()
-    if command == "inbox":
-        from services.cli import inbox
-
-        return inbox.main(settings_or_exit("botstack"), args)
-    if command == "doctor" and not args:
-        from services.cli import doctor
-
-        return doctor.run()
-    if command in ("backup", "restore"):
-        from services.cli import archive, backups
-
-        settings = settings_or_exit("botstack")
-        try:
-            if command == "backup" and not args:
-                backups.backup(settings)
-                return 0
-            if command == "restore" and len(args) == 1:
-                path = Path(args[0])
-                if not path.is_absolute() and not path.exists():
-                    path = Path(settings.backup_dir) / path
-                backups.restore(settings, path)
-                return 0
-        except archive.BadArchive as exc:
-            print(f"refused: {exc}; the database was not touched", file=sys.stderr)
-            return 1
-        except Exception as exc:  # one clear line, not a traceback
-            print(f"{command} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
-    print(__doc__.strip(), file=sys.stderr)
-    return 2
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except archive.BadArchive as exc:
+        emit(args, {"error": f"refused: {exc}; the database was not touched"},
+             [f"refused: {exc}; the database was not touched"])
+        return 1
+    except Exception as exc:  # one clear line, not a traceback
+        text = f"{args.command} failed: {type(exc).__name__}: {exc}"
+        emit(args, {"error": text}, [text])
+        return 1
 
 
 def entry() -> None:

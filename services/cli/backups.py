@@ -1,5 +1,7 @@
-"""`botstack backup` and `botstack restore`: a verified dump, and a restore that stops the
-writers first and refuses a backup that does not verify."""
+"""`botstack backup` and `botstack restore`: a verified dump, and a restore that refuses a
+backup that does not verify, takes a safety backup of what is there, stops every writer (the
+bot, the API and the sidecar, which writes health events) until the database is whole, brings
+the indexes back with the data, and puts the safety backup back if the restore fails."""
 
 from __future__ import annotations
 
@@ -10,35 +12,45 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pymongo import MongoClient
+from pymongo.errors import OperationFailure
 
 from services.cli import archive
 from services.common.db import make_sync_client
+from services.common.logs import redact
 from services.common.settings import Settings
 from services.common.supervisor import rpc
 
-WRITERS = ("bot", "api")  # stopped during a restore, started again afterwards
+WRITERS = ("healthcheck", "bot", "api")  # stopped in this order during a restore, started in reverse
 
 
-def _name(settings: Settings, suffix: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    return f"botstack-{stamp}-{settings.build_sha[:12]}.{suffix}"
+def _name(settings: Settings, suffix: str, label: str = "") -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return f"botstack-{stamp}-{settings.build_sha[:12]}{label}.{suffix}"
 
 
 def _client(settings: Settings) -> MongoClient:
     return make_sync_client(settings, "backup")
 
 
-def backup(settings: Settings, out=print) -> Path:
+def _tool(*command: str) -> None:
+    """mongodump/mongorestore; a failure is reported without the command line (it holds the URI)."""
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"{command[0]} failed (exit {result.returncode}): "
+                           f"{redact((result.stderr or result.stdout).strip()[-300:])}")
+
+
+def backup(settings: Settings, out=print, label: str = "") -> Path:
     target = Path(settings.backup_dir)
     target.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     if shutil.which("mongodump"):
-        path = target / _name(settings, "mongodump.gz")
-        subprocess.run(["mongodump", f"--uri={settings.mongodb_uri}", f"--db={settings.mongodb_db}",
-                        f"--archive={path}", "--gzip", "--quiet"], check=True)
-        subprocess.run(["mongorestore", f"--archive={path}", "--gzip", "--dryRun", "--quiet"], check=True)
+        path = target / _name(settings, "mongodump.gz", label)
+        _tool("mongodump", f"--uri={settings.mongodb_uri}", f"--db={settings.mongodb_db}",
+              f"--archive={path}", "--gzip", "--quiet")
+        _tool("mongorestore", f"--archive={path}", "--gzip", "--dryRun", "--quiet")
     else:
-        path = target / _name(settings, "bson.gz")
+        path = target / _name(settings, "bson.gz", label)
         tmp = path.with_suffix(".partial")
         with _client(settings) as client:
             archive.dump(client[settings.mongodb_db], tmp, {"db": settings.mongodb_db, "git_sha": settings.build_sha})
@@ -51,39 +63,69 @@ def backup(settings: Settings, out=print) -> Path:
     return path
 
 
+def listing(settings: Settings) -> list[dict]:
+    """The backups on disk, newest first: name, size, time, build SHA."""
+    found = []
+    for path in sorted(Path(settings.backup_dir).glob("botstack-*.gz"), reverse=True):
+        parts = path.name.split("-")
+        found.append({"name": path.name, "path": str(path), "bytes": path.stat().st_size,
+                      "time": parts[1] if len(parts) > 2 else "", "git_sha": parts[2].split(".")[0] if len(parts) > 2 else ""})
+    return found
+
+
 def restore(settings: Settings, path: Path, out=print) -> None:
     if not path.is_file():
         raise archive.BadArchive(f"no such backup: {path}")
     mongodump = path.name.endswith(".mongodump.gz")
     if mongodump:
-        if subprocess.run(["mongorestore", f"--archive={path}", "--gzip", "--dryRun", "--quiet"]).returncode:
+        if subprocess.run(["mongorestore", f"--archive={path}", "--gzip", "--dryRun", "--quiet"],
+                          capture_output=True).returncode:
             raise archive.BadArchive(f"{path.name} does not verify with mongorestore")
     else:
         counts = archive.verify(path)
         out(f"{path.name} verifies: {sum(counts.values())} documents in {len(counts)} collections")
+    t0 = time.monotonic()
+    safety = backup(settings, out, label="-before-restore")
     supervisor = rpc(settings.supervisor_socket, timeout_s=60).supervisor
     stopped = [name for name in WRITERS if supervisor.getProcessInfo(name)["statename"] == "RUNNING"]
     for name in stopped:
         supervisor.stopProcess(name)
         out(f"stopped {name}")
     try:
-        if mongodump:
-            subprocess.run(["mongorestore", f"--uri={settings.mongodb_uri}", f"--archive={path}", "--gzip",
-                            "--drop", "--quiet"], check=True)
-        else:
-            _restore_archive(settings, path)
-        out(f"restored {path.name}")
+        try:
+            _restore(settings, path)
+        except Exception as exc:
+            out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
+                f"putting back the database as it was ({safety.name})")
+            _restore(settings, safety)
+            out(f"the database is as it was before the restore ({safety.name})")
+            raise
+        out(f"restored {path.name} in {time.monotonic() - t0:.1f} s (indexes included)")
     finally:
         for name in reversed(stopped):
             supervisor.startProcess(name)
             out(f"started {name}")
 
 
+def _restore(settings: Settings, path: Path) -> None:
+    if path.name.endswith(".mongodump.gz"):
+        _tool("mongorestore", f"--uri={settings.mongodb_uri}", f"--archive={path}", "--gzip", "--drop", "--quiet")
+    else:
+        _restore_archive(settings, path)
+
+
 def _restore_archive(settings: Settings, path: Path) -> None:
+    """Drop what the backup holds, recreate each collection's indexes (so the unique ones
+    guard the data as it goes in), then insert the documents."""
     with _client(settings) as client:
         db = client[settings.mongodb_db]
         for name in archive.collections(path):
             db.drop_collection(name)
+        definitions = archive.indexes(path)
+        for name in archive.collections(path):
+            db.create_collection(name)
+            for spec in definitions.get(name, []):
+                _create_index(db[name], spec)
         batch: list[dict] = []
         current = None
         for collection, doc in archive.read(path):
@@ -97,3 +139,15 @@ def _restore_archive(settings: Settings, path: Path) -> None:
                 batch = []
         if batch:
             db[current].insert_many(batch)
+
+
+def _create_index(collection, spec: dict) -> None:
+    keys = list(spec["key"].items())
+    options = {k: v for k, v in spec.items() if k not in ("key", "v", "ns")}
+    try:
+        collection.create_index(keys, **options)
+    except OperationFailure:
+        if "expireAfterSeconds" not in options:
+            raise
+        options.pop("expireAfterSeconds")  # a server without TTL indexes (FerretDB): a plain one
+        collection.create_index(keys, **options)

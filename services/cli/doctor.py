@@ -1,20 +1,29 @@
 """`botstack doctor`: preflight before anything is touched. One line per check; each failure
-says what to do; the exit status is non-zero if any check fails."""
+says what to do; the exit status is non-zero if any check fails.
+
+Checks what actually goes wrong: settings (the .env.example placeholder included), the token
+as Telegram sees it (getMe), the webhook as Telegram delivers it (getWebhookInfo: its URL, its
+recent errors), the database (reachable, writable, migrations applied, its clock against ours:
+the polling lease depends on it), every program RUNNING, and free space on the filesystems
+that really hold the data and the backups.
+"""
 
 from __future__ import annotations
 
 import os
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+import httpx
 from pymongo import WriteConcern
 
-from services.common.db import make_sync_client
-
+from services.common.db import make_sync_client, runs_local_mongod
+from services.common.logs import redact
 from services.common.settings import ConfigError, Settings, load_settings
 
 WATCHERS = re.compile(r"--reload|\breload\b|watchfiles|watchgod|--watch", re.I)
@@ -31,6 +40,10 @@ class Check:
     def line(self) -> str:
         text = f"{'ok  ' if self.ok else 'FAIL'} {self.name}: {self.detail}"
         return text if self.ok else f"{text} -> {self.advice}"
+
+
+WEBHOOK_ERROR_WINDOW_S = 3600
+DBPATH = re.compile(r"--dbpath[= ](\S+)")
 
 
 def check_settings() -> tuple[Check, Settings | None]:
@@ -57,16 +70,115 @@ def check_database(settings: Settings) -> Check:
     return Check("database", True, "reachable and writable")
 
 
+def check_bot_api(settings: Settings) -> list[Check]:
+    """The token as Telegram sees it, and in webhook mode the webhook as Telegram delivers it."""
+    base = f"{settings.telegram_api_base_url}{settings.telegram_bot_token.get_secret_value()}"
+    try:
+        me = httpx.get(f"{base}/getMe", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return [Check("bot api", False, f"the Bot API did not answer ({type(exc).__name__})",
+                      f"check the network and TELEGRAM_API_BASE_URL ({settings.telegram_api_base_url})")]
+    if not me.get("ok"):
+        return [Check("bot api", False, f"Telegram refuses TELEGRAM_BOT_TOKEN: {me.get('description')}",
+                      "copy the token again from @BotFather (/mybots -> API Token)")]
+    checks = [Check("bot api", True, f"the token is @{me['result'].get('username')}'s")]
+    if settings.webhook_url:
+        info = httpx.get(f"{base}/getWebhookInfo", timeout=10).json().get("result") or {}
+        if info.get("url") != settings.webhook_url:
+            checks.append(Check("webhook", False, f"Telegram delivers to {info.get('url') or 'nowhere'}, "
+                                f"not {settings.webhook_url}", "restart the bot program: it sets the webhook"))
+        elif info.get("last_error_date") and time.time() - info["last_error_date"] < WEBHOOK_ERROR_WINDOW_S:
+            checks.append(Check("webhook", False, f"delivery failed recently: {info.get('last_error_message')} "
+                                f"({info.get('pending_update_count', 0)} updates waiting)",
+                                "make the URL reachable from the internet over https, answered by the API's "
+                                "/telegram/webhook (check the proxy and TELEGRAM_WEBHOOK_URL)"))
+        else:
+            checks.append(Check("webhook", True, f"{info['url']}, no delivery error in the last hour"))
+    return checks
+
+
+def check_schema(settings: Settings) -> Check:
+    from services.api.schema import STEPS as API_STEPS
+    from services.bot.schema import STEPS as BOT_STEPS
+
+    expected = {"api": max(v for v, _ in API_STEPS), "bot": max(v for v, _ in BOT_STEPS)}
+    with make_sync_client(settings, "doctor") as client:
+        found = {d["_id"]: d.get("version", 0) for d in client[settings.mongodb_db]["schema_versions"].find()}
+    behind = [f"{owner} at {found.get(owner, 0)} of {version}" for owner, version in expected.items()
+              if found.get(owner, 0) < version]
+    if behind:
+        return Check("migrations", False, "not applied: " + ", ".join(behind),
+                     "start the programs that own them (botstack status) and look at their logs")
+    return Check("migrations", True, ", ".join(f"{o} v{v}" for o, v in expected.items()))
+
+
+def check_clock(settings: Settings) -> Check:
+    """The polling lease compares this machine's clock with its peers' through the database."""
+    bound = settings.lease_ttl_s / 3
+    with make_sync_client(settings, "doctor") as client:
+        t0 = time.time()
+        server = client.admin.command("hello").get("localTime")
+        t1 = time.time()
+    if not isinstance(server, datetime):
+        return Check("clock", True, "the database does not report its time; not compared")
+    skew = server.timestamp() - (t0 + t1) / 2
+    if abs(skew) > bound:
+        return Check("clock", False, f"{skew:+.1f} s against the database server (bound {bound:.1f} s, a third "
+                     "of BOTSTACK_LEASE_TTL_S)", "sync the clocks with NTP (timedatectl set-ntp true)")
+    return Check("clock", True, f"{skew:+.2f} s against the database server")
+
+
+def check_programs(settings: Settings) -> Check:
+    from services.common.supervisor import programs, rpc
+
+    try:
+        rows = programs(rpc(settings.supervisor_socket))
+    except OSError as exc:
+        return Check("programs", False, f"supervisord not reachable ({exc})", "is this the botstack container?")
+    skip = set() if runs_local_mongod(settings) else {"mongodb"}
+    down = [f"{p.name} {p.state}" for p in rows if p.state != "RUNNING" and p.name not in skip]
+    if down:
+        return Check("programs", False, ", ".join(down),
+                     "read why in `docker compose logs botstack` and `botstack status`")
+    return Check("programs", True, f"{len(rows) - len(skip)} RUNNING")
+
+
+def data_dir(config: str = "/app/supervisord.conf") -> str:
+    """Where mongod keeps its data: read from its effective command line, not assumed."""
+    try:
+        from supervisor.options import ServerOptions
+
+        options = ServerOptions()
+        options.realize(["-c", config])
+        for group in options.process_group_configs:
+            for p in group.process_configs:
+                if p.name == "mongodb" and (match := DBPATH.search(p.command)):
+                    return match.group(1)
+    except Exception:  # no supervisord config here: the image's default
+        pass
+    return "/data/db"
+
+
+def mount_of(path: Path) -> Path:
+    """The mount point of the filesystem that holds `path`."""
+    path = path.resolve()
+    device = path.stat().st_dev
+    while path != path.parent and path.parent.stat().st_dev == device:
+        path = path.parent
+    return path
+
+
 def check_space(settings: Settings, path: str, label: str) -> Check:
     target = Path(path)
     while not target.exists() and target != target.parent:
         target = target.parent
     free_mb = shutil.disk_usage(target).free // (1 << 20)
+    where = f"{path} (filesystem at {mount_of(target)})"
     if free_mb < settings.doctor_min_free_mb:
-        return Check(f"disk {label}", False, f"{free_mb} MiB free on {path}",
+        return Check(f"disk {label}", False, f"{free_mb} MiB free on {where}",
                      f"free space or grow the volume (needs {settings.doctor_min_free_mb} MiB, "
                      f"BOTSTACK_DOCTOR_MIN_FREE_MB)")
-    return Check(f"disk {label}", True, f"{free_mb} MiB free on {path}")
+    return Check(f"disk {label}", True, f"{free_mb} MiB free on {where}")
 
 
 def check_writable(path: str) -> Check:
@@ -93,20 +205,43 @@ def check_no_reload(config: str = CONFIG) -> Check:
     return Check("no reload", True, "no program reloads or watches files")
 
 
-def run(out: Callable[[str], None] = print) -> int:
+def guarded(name: str, check: Callable[[], Check | list[Check]]) -> list[Check]:
+    try:
+        result = check()
+    except Exception as exc:  # a check that cannot run is a failing check, not a traceback
+        return [Check(name, False, f"{type(exc).__name__}: {redact(str(exc))[:160]}",
+                      "check MONGODB_URI and that the database answers (botstack status)")]
+    return result if isinstance(result, list) else [result]
+
+
+def run(args=None, out: Callable[[str], None] = print) -> int:
     checks: list[Check] = []
     settings_check, settings = check_settings()
     checks.append(settings_check)
     if settings is not None:
-        checks.append(check_database(settings))
-        checks.append(check_space(settings, "/data/db", "data"))
+        if settings.telegram_bot_token is not None and settings_check.ok:
+            checks += guarded("bot api", lambda: check_bot_api(settings))
+        database = check_database(settings)
+        checks.append(database)
+        if database.ok:
+            checks += guarded("migrations", lambda: check_schema(settings))
+            checks += guarded("clock", lambda: check_clock(settings))
+        if Path(settings.supervisor_socket).exists():
+            checks.append(check_programs(settings))
+        data = data_dir()
+        checks.append(check_space(settings, data, "data"))
         checks.append(check_space(settings, settings.backup_dir, "backups"))
-        for path in ("/data/db", settings.backup_dir, settings.run_dir):
+        for path in (data, settings.backup_dir, settings.run_dir):
             checks.append(check_writable(path))
     if Path(CONFIG).exists():
         checks.append(check_no_reload())
-    for check in checks:
-        out(check.line())
     failed = [c for c in checks if not c.ok]
-    out(f"doctor: {len(checks)} checks, {len(failed)} failing")
+    if args is not None and getattr(args, "json", False):
+        import json
+
+        out(redact(json.dumps({"checks": [c.__dict__ for c in checks], "failed": len(failed)})))
+    else:
+        for check in checks:
+            out(redact(check.line()))
+        out(f"doctor: {len(checks)} checks, {len(failed)} failing")
     return 1 if failed else 0

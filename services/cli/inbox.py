@@ -11,7 +11,6 @@ ID is the update_id shown in the list (or the full inbox id, "<bot id>:<update_i
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime, timezone
 
 from services.bot.inbox import CLAIMED, COLLECTION, FAILED, PENDING
@@ -21,16 +20,14 @@ from services.common.settings import Settings
 SHOWN = 50
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="botstack inbox", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="action")
+def add_arguments(command: argparse.ArgumentParser) -> None:
+    sub = command.add_subparsers(dest="action")
     for action, what in (("retry", "handle failed updates again"), ("drop", "delete failed updates")):
-        q = sub.add_parser(action, help=what)
+        q = sub.add_parser(action, help=what, description=what)
         which = q.add_mutually_exclusive_group(required=True)
         which.add_argument("id", nargs="?", help="an update_id from `botstack inbox`")
         which.add_argument("--all", action="store_true", help="every failed update")
-    return p
+        q.add_argument("--json", action="store_true", help="machine-readable output")
 
 
 def counts(collection, bot_id: str | None) -> dict[str, int]:
@@ -51,30 +48,42 @@ def _selector(settings: Settings, args) -> dict:
     return {**base, "_id": args.id}
 
 
-def main(settings: Settings, argv: list[str]) -> int:
-    args = parser().parse_args(argv)
+def failed(collection, limit: int = SHOWN) -> list[dict]:
+    rows = []
+    for doc in collection.find({"state": FAILED}).sort("failed_at", -1).limit(limit):
+        when = doc.get("failed_at")
+        rows.append({"id": doc.get("update_id") or doc["_id"], "attempts": doc.get("attempts", 0),
+                     "abandoned": doc.get("abandoned", 0), "error": doc.get("error", ""),
+                     "failed_at": when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+                     if isinstance(when, datetime) else "-"})
+    return rows
+
+
+def act(collection, settings: Settings, action: str, selector_args) -> int:
+    """retry or drop; how many failed updates it applied to."""
+    selector = _selector(settings, selector_args)
+    if action == "retry":
+        return collection.update_many(
+            {**selector, "update": {"$exists": True}},
+            {"$set": {"state": PENDING, "attempts": 0, "abandoned": 0, "next_at": datetime.now(timezone.utc)},
+             "$unset": {"failed_at": "", "claim": "", "claim_until": ""}},
+        ).modified_count
+    return collection.delete_many(selector).deleted_count
+
+
+def run(settings: Settings, args, emit) -> int:
     with make_sync_client(settings, "cli") as client:
         collection = client[settings.mongodb_db][COLLECTION]
         if args.action is None:
-            print(summary(counts(collection, settings.bot_id)))
-            for doc in collection.find({"state": FAILED}).sort("failed_at", -1).limit(SHOWN):
-                when = doc.get("failed_at")
-                when = when.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if isinstance(when, datetime) else "-"
-                print(f"  {doc.get('update_id') or doc['_id']}  failed {when}  attempts {doc.get('attempts', 0)}  "
-                      f"{doc.get('error', '')}")
+            c, rows = counts(collection, settings.bot_id), failed(collection)
+            emit(args, {"counts": c, "failed": rows},
+                 [summary(c)] + [f"  {r['id']}  failed {r['failed_at']}  attempts {r['attempts']}  {r['error']}"
+                                 for r in rows])
             return 0
-        selector = _selector(settings, args)
-        if args.action == "retry":
-            result = collection.update_many(
-                {**selector, "update": {"$exists": True}},
-                {"$set": {"state": PENDING, "attempts": 0, "abandoned": 0, "next_at": datetime.now(timezone.utc)},
-                 "$unset": {"failed_at": "", "claim": "", "claim_until": ""}},
-            )
-            print(f"{result.modified_count} failed update(s) will be handled again")
-        else:
-            result = collection.delete_many(selector)
-            print(f"{result.deleted_count} failed update(s) dropped")
-        if not (result.modified_count if args.action == "retry" else result.deleted_count):
-            print("nothing matched: see `botstack inbox` for the failed updates", file=sys.stderr)
-            return 1
-        return 0
+        n = act(collection, settings, args.action, args)
+        done = "will be handled again" if args.action == "retry" else "dropped"
+        lines = [f"{n} failed update(s) {done}"]
+        if not n:
+            lines.append("nothing matched: see `botstack inbox` for the failed updates")
+        emit(args, {"action": args.action, "count": n}, lines)
+        return 0 if n else 1

@@ -3,7 +3,9 @@
 httpx logs every request URL at INFO, and a Bot API URL contains the bot token
 (`/bot<token>/getUpdates`); python-telegram-bot's own examples raise httpx to WARNING.
 We do that too, and also redact anything token-shaped from every formatted line,
-tracebacks included, as a second wall.
+tracebacks included, as a second wall; and the password of any MongoDB URI
+(mongodb://user:password@host → mongodb://user:***@host), which drivers and tools repeat
+in their error messages.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 
 TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")
 REDACTED = "[REDACTED-TOKEN]"
+URI_PASSWORD = re.compile(r"(mongodb(?:\+srv)?://[^:@/\s]+):[^@\s]+@")
 QUIET_LOGGERS = ("httpx", "httpcore", "apscheduler", "pymongo")
 
 
@@ -22,7 +25,7 @@ def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
-    return TOKEN_SHAPE.sub(REDACTED, text)
+    return URI_PASSWORD.sub(r"\1:***@", TOKEN_SHAPE.sub(REDACTED, text))
 
 
 class RedactingFormatter(logging.Formatter):

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 EX_CONFIG = 78
 
 TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
+PLACEHOLDER = "replace-with-the-token"  # .env.example's TELEGRAM_BOT_TOKEN
 
 
 class ConfigError(Exception):
@@ -130,6 +131,8 @@ class Settings(BaseSettings):
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not TOKEN_PATTERN.match(value.get_secret_value()):
             raise ValueError("is not a bot token of the form <digits>:<secret> as BotFather gives it")
+        if value is not None and PLACEHOLDER in value.get_secret_value():
+            raise ValueError("is still the placeholder from .env.example: put the token @BotFather gave you")
         return value
 
     @field_validator("admin_token")

@@ -1,4 +1,5 @@
-"""`botstack deploy` with docker compose: deploy, verify, roll back by itself, one at a time."""
+"""`botstack deploy` with docker compose: deploy, judge the whole stack, roll back by itself,
+walk back on request, one deploy at a time."""
 
 from __future__ import annotations
 
@@ -21,8 +22,11 @@ pytestmark = pytest.mark.integration
 VERSIONS = {
     "deploy-a": ("a" * 40, ""),
     "deploy-b": ("b" * 40, ""),
+    "deploy-c": ("c" * 40, ""),
     # Deliberately broken: the API refuses its settings, so the stack never becomes ready.
-    "deploy-c": ("c" * 40, "ENV MONGODB_URI=nonsense\n"),
+    "deploy-x": ("e" * 40, "ENV MONGODB_URI=nonsense\n"),
+    # Deliberately broken the quiet way: the API is fine, the bot dies at start, every time.
+    "deploy-y": ("f" * 40, "ENV BOTSTACK_BOT_EXTENSIONS=no_such_module\n"),
 }
 
 
@@ -49,6 +53,7 @@ def deploy_env(tmp_path, emulator_image, bot_token, log_archive):
         "BOTSTACK_WEB_PUBLISH": "127.0.0.1:",
         "BOTSTACK_DEPLOY_DIR": str(tmp_path / "state"),
         "BOTSTACK_DEPLOY_WAIT_S": "45",
+        "BOTSTACK_DEPLOY_STABLE_S": "8",
     }
     yield env
     logs = subprocess.run(["docker", "compose", "logs", "--no-color"], cwd=ROOT, env=env, capture_output=True,
@@ -81,35 +86,71 @@ def history(env) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def sha(tag: str) -> str:
+    return VERSIONS[tag][0]
+
+
 def test_deploy_success_and_rollback(versions, deploy_env):
     env = deploy_env
     for tag in ("deploy-a", "deploy-b"):
-        code, out = deploy(env, "--no-build", "--tag", tag, "--sha", VERSIONS[tag][0])
+        code, out = deploy(env, "--no-build", "--tag", tag, "--sha", sha(tag))
         assert code == 0, out
-        assert serving(env) == VERSIONS[tag][0]
+        assert serving(env) == sha(tag)
+    assert "stability window (8 s) done" in out and "verify (API and bot report the SHA" in out, out
     b = history(env)[-1]
-    assert b["result"] == "deployed" and b["from_sha"] == VERSIONS["deploy-a"][0]
+    assert b["result"] == "deployed" and b["from_sha"] == sha("deploy-a")
     assert b["backup"] and b["backup"].startswith("/data/backups/botstack-"), b
+    assert [s["step"].split(" ")[0] for s in b["steps"]][:4] == ["preflight", "doctor", "backup", "up"], b["steps"]
 
     # A broken version: the deploy fails, rolls back to B by itself, and says so.
-    code, out = deploy(env, "--no-build", "--tag", "deploy-c", "--sha", VERSIONS["deploy-c"][0])
+    code, out = deploy(env, "--no-build", "--tag", "deploy-x", "--sha", sha("deploy-x"))
     assert code == 1, out
-    assert "rolling back to " + VERSIONS["deploy-b"][0] in out
-    assert serving(env) == VERSIONS["deploy-b"][0]
-    c = history(env)[-1]
-    assert c["result"] == "failed, rolled back" and c["to_sha"] == VERSIONS["deploy-c"][0]
-    assert c["reason"] and c["backup"], c
+    assert "rolling back to " + sha("deploy-b") in out
+    assert serving(env) == sha("deploy-b")
+    x = history(env)[-1]
+    assert x["result"] == "failed, rolled back" and x["to_sha"] == sha("deploy-x")
+    assert x["reason"] and x["backup"], x
 
     # Two deploys at once: the second refuses.
     with open(os.path.join(env["BOTSTACK_DEPLOY_DIR"], "deploy.lock"), "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        code, out = deploy(env, "--no-build", "--tag", "deploy-a", "--sha", VERSIONS["deploy-a"][0])
+        code, out = deploy(env, "--no-build", "--tag", "deploy-a", "--sha", sha("deploy-a"))
         assert code == 1 and "another deploy is running" in out, out
-    assert serving(env) == VERSIONS["deploy-b"][0]
-
-    # On demand: back to the version before B.
-    code, out = deploy(env, "--rollback")
-    assert code == 0, out
-    assert serving(env) == VERSIONS["deploy-a"][0]
-    assert history(env)[-1]["result"] == "rolled back by request"
+    assert serving(env) == sha("deploy-b")
     print("\ndeploy durations: " + "; ".join(f"{args}: {t:.1f} s" for args, t in TIMES.items()))
+
+
+def test_deploy_rolls_back_a_crash_looping_bot(versions, deploy_env):
+    env = deploy_env
+    code, out = deploy(env, "--no-build", "--tag", "deploy-a", "--sha", sha("deploy-a"))
+    assert code == 0, out
+    t0 = time.monotonic()
+    code, out = deploy(env, "--no-build", "--tag", "deploy-y", "--sha", sha("deploy-y"))
+    print(f"\ndeploy of a crash-looping bot, detected and rolled back in {time.monotonic() - t0:.0f} s")
+    assert code == 1, out
+    assert "rolling back to " + sha("deploy-a") in out
+    assert serving(env) == sha("deploy-a")
+    y = history(env)[-1]
+    assert y["result"] == "failed, rolled back", y
+    assert "bot" in y["reason"], y["reason"]
+    code, out = deploy(env, "history")
+    assert code == 0 and "failed, rolled back" in out and sha("deploy-y")[:12] in out, out
+
+
+def test_rollback_walks_back(versions, deploy_env):
+    env = deploy_env
+    for tag in ("deploy-a", "deploy-b", "deploy-c"):
+        code, out = deploy(env, "--no-build", "--tag", tag, "--sha", sha(tag))
+        assert code == 0, out
+    for back_to in ("deploy-b", "deploy-a"):
+        t0 = time.monotonic()
+        code, out = deploy(env, "--rollback")
+        assert code == 0, out
+        assert serving(env) == sha(back_to), f"--rollback should be at {back_to}"
+        print(f"\nrollback to {back_to}: {time.monotonic() - t0:.0f} s (stability window 8 s)")
+    code, out = deploy(env, "--rollback")
+    assert code == 1 and "no earlier good version" in out, out
+    code, out = deploy(env, "--to", sha("deploy-c")[:12])
+    assert code == 0, out
+    assert serving(env) == sha("deploy-c")
+    assert [e["result"] for e in history(env)][-3:] == ["rolled back", "rolled back", "switched"]

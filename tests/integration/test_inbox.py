@@ -80,7 +80,7 @@ def test_hang_heal_mid_burst_loses_nothing(start_stack, emulator):
     """A handler blocks the event loop while 100 updates wait: the sidecar kills the hung bot;
     the blocking update is retried, then alone, and parked after 3 deaths; nothing else is lost."""
     stack, bot = active_stack(start_stack, BOTSTACK_INBOX_MAX_ATTEMPTS="3", **TESTKIT)
-    blocker = emulator.inject(bot, "/block 12", user=user(1000))
+    blocker = emulator.inject(bot, "/block 60", user=user(1000))  # longer than any heal: it never ends by itself
     ids = emulator.inject_many(bot, [(f"/remember h{i}", user(2000 + i)) for i in range(100)])
 
     counts = wait_all_answered(emulator, bot, ids, 240)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import secrets
 
 import httpx
 import pytest
+
+from tests.integration.harness import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,6 +96,127 @@ def test_backup_restore_roundtrip(start_stack):
     assert snapshot(stack) == changed
 
     code, out = botstack(stack, "restore", path)
-    assert code == 0 and "stopped bot" in out and "started api" in out, out
+    assert code == 0 and "stopped bot" in out and "started api" in out and "stopped healthcheck" in out, out
+    assert "-before-restore" in out, "no safety backup was taken"
     assert snapshot(stack) == before
     stack.wait_healthy()
+
+
+INDEXES = ("import json; from pymongo import MongoClient; "
+           "db = MongoClient('mongodb://127.0.0.1:27017/?directConnection=true').botstack; "
+           "print(json.dumps({c: sorted(i['name'] for i in db[c].list_indexes()) for c in "
+           "('events', 'inbox', 'users', 'audit')} | {'schema': sorted((d['_id'], d['version']) for d in "
+           "db.schema_versions.find())}))")
+USERS = ("from pymongo import MongoClient; "
+         "db = MongoClient('mongodb://127.0.0.1:27017/?directConnection=true').botstack; "
+         "db.users.insert_many([{'_id': 10_000_000 + i, 'first_name': f'u{i}', 'username': f'u{i}'} "
+         "for i in range(10000)])")
+# A backup that verifies (counts and trailer match) but cannot go in: two events with one key,
+# while the backup's own unique index on `key` is created first. It fails half-way through.
+CONFLICTING = """
+import gzip, sys
+from pathlib import Path
+import bson
+from services.cli import archive
+src = Path(sys.argv[1])
+docs = list(archive.read(src))
+head = archive.header(src)
+head["counts"]["events"] += 1
+with gzip.open("/data/backups/conflicting.bson.gz", "wb") as f:
+    f.write(bson.encode(head))
+    for c, d in docs:
+        f.write(bson.encode({"c": c, "d": d}))
+    f.write(bson.encode({"c": "events", "d": {"_id": "dup", "key": "k-0", "type": "t", "payload": {}}}))
+    f.write(bson.encode({"magic": archive.MAGIC, "end": True, "counts": head["counts"]}))
+"""
+
+
+def post_event(stack, key: str) -> httpx.Response:
+    return httpx.post(f"{stack.api}/api/v1/events", json={"key": key, "type": "t", "payload": {}}, timeout=10)
+
+
+def indexes(stack) -> dict:
+    code, out = stack.exec(["python", "-c", INDEXES])
+    assert code == 0, out
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_restore_keeps_indexes(start_stack):
+    stack = start_stack()
+    stack.wait_healthy()
+    for i in range(20):
+        assert post_event(stack, f"k-{i}").status_code == 201
+    code, out = stack.exec(["python", "-c", USERS])
+    assert code == 0, out
+    indexes_before = indexes(stack)
+    code, out = botstack(stack, "backup", "--json")
+    assert code == 0, out
+    path = json.loads(out.strip().splitlines()[-1])["path"]
+
+    code, out = botstack(stack, "restore", path)
+    assert code == 0, out
+    seconds = float(out.split("restored ", 1)[1].split(" in ", 1)[1].split(" s", 1)[0])
+    print(f"\nrestore of 10,000 users and 20 events: {seconds:.1f} s")
+    stack.wait_healthy()
+    assert indexes(stack) == indexes_before
+    assert "key_1" in indexes_before["events"] and "username_1" in indexes_before["users"]
+    again = post_event(stack, "k-3")
+    assert again.status_code == 200 and again.json()["created"] is False, again.text
+
+    # A restore that fails half-way leaves the database as it was before it.
+    before = snapshot(stack)
+    code, out = stack.exec(["python", "-c", CONFLICTING, path])
+    assert code == 0, out
+    code, out = botstack(stack, "restore", "conflicting.bson.gz")
+    assert code == 1, out
+    assert "putting back the database as it was" in out and "is as it was before the restore" in out, out
+    assert snapshot(stack) == before
+    assert indexes(stack) == indexes_before
+    stack.wait_healthy()
+    assert post_event(stack, "k-4").json()["created"] is False
+
+
+def test_doctor_catches_mistakes(start_stack):
+    stack = start_stack()
+    stack.wait_healthy()
+    code, out = botstack(stack, "doctor")
+    assert code == 0, out
+    for name in ("bot api", "migrations", "clock", "programs", "disk data"):
+        assert f"ok   {name}" in out, out
+
+    placeholder = "123456789:replace-with-the-token-from-BotFather-xxxxxxxx"
+    code, out = botstack(stack, "doctor", env={"TELEGRAM_BOT_TOKEN": placeholder})
+    assert code == 1 and "placeholder from .env.example" in out and "->" in out, out
+
+    refused = f"{stack.bot_id}:{'z' * 35}"  # the right bot id, the wrong secret: the emulator says 401
+    code, out = botstack(stack, "doctor", env={"TELEGRAM_BOT_TOKEN": refused})
+    assert code == 1 and "FAIL bot api: Telegram refuses TELEGRAM_BOT_TOKEN" in out and "BotFather" in out, out
+
+    assert stack.rpc("stopProcess('web')") == "True"
+    code, out = botstack(stack, "doctor")
+    assert code == 1 and "FAIL programs: web STOPPED" in out, out
+    assert stack.rpc("startProcess('web')") == "True"
+
+
+def test_doctor_catches_webhook_delivery_errors(start_stack, emulator):
+    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    stack = start_stack(TELEGRAM_BOT_TOKEN=token, TELEGRAM_WEBHOOK_URL="https://nowhere-at-all:8000/telegram/webhook")
+    stack.wait_healthy()
+    emulator.inject(token.split(":")[0], "/start")  # delivered to a host that does not exist: an error
+    wait_until(lambda: emulator.call(token, "getWebhookInfo")["result"].get("last_error_date"), 30,
+               "a delivery error")
+    code, out = botstack(stack, "doctor")
+    assert code == 1 and "FAIL webhook: delivery failed recently" in out, out
+
+
+def test_no_password_from_the_uri_in_any_output(start_stack, external_db):
+    password = "pw-Secret-4711"
+    uri = external_db.uri.replace("mongodb://", f"mongodb://botstack:{password}@")
+    stack = start_stack(MONGODB_URI=uri, BOTSTACK_MONGODB_TIMEOUT_MS="500")
+    outputs = []
+    for args in (("status",), ("status", "--json"), ("doctor",), ("doctor", "--json"), ("backup",),
+                 ("backup", "--json"), ("inbox",), ("restore", "nothing-here.bson.gz")):
+        outputs.append(botstack(stack, *args)[1])
+    text = "\n".join(outputs)
+    assert password not in text, text
+    assert password not in stack.logs()

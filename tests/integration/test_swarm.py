@@ -169,7 +169,7 @@ def swarm_engine(docker_client) -> Iterator[None]:
 def swarm(swarm_engine, docker_client, app_image, stack_image, emulator_image, log_archive,
           tmp_path_factory) -> Iterator[Swarm]:
     """One deployment for the module; each test leaves it with every replica healthy."""
-    s = Swarm(docker_client, stack_image, stack_image, emulator_image, tmp_path_factory.mktemp("swarm"))
+    s = Swarm(docker_client, app_image, stack_image, emulator_image, tmp_path_factory.mktemp("swarm"))
     try:
         s.deploy(s.image)
         wait_until(lambda: len(s.healthy_replicas()) == REPLICAS, 180, f"{REPLICAS} healthy replicas")

@@ -21,6 +21,10 @@ class FakeCollection:
     def find(self, _filter, sort=None):
         return sorted(self.docs, key=lambda d: str(d["_id"]))
 
+    def list_indexes(self):
+        return [{"v": 2, "key": {"_id": 1}, "name": "_id_"},
+                {"v": 2, "key": {"key": 1}, "name": "key_1", "unique": True}]
+
 
 class FakeDatabase:
     def __init__(self, collections):
@@ -74,3 +78,9 @@ def test_damaged_backup_is_refused(tmp_path, data, damage):
         path.write_bytes(gzip.compress(body[: len(body) - 20]))
     with pytest.raises(archive.BadArchive):
         archive.verify(path)
+
+
+def test_index_definitions_travel_with_the_backup(tmp_path, data):
+    path = tmp_path / "b.bson.gz"
+    archive.dump(FakeDatabase(data), path, {"db": "botstack"})
+    assert archive.indexes(path)["events"] == [{"v": 2, "key": {"key": 1}, "name": "key_1", "unique": True}]

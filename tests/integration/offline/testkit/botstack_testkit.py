@@ -22,12 +22,12 @@ class HandlerBug(RuntimeError):
 
 async def block(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     time.sleep(float(context.args[0]) if context.args else 10.0)
-    await update.effective_message.reply_text("unblocked")
+    await update.effective_message.reply_text("unblocked", do_quote=True)
 
 
 async def sleep(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     await asyncio.sleep(float(context.args[0]) if context.args else 10.0)
-    await update.effective_message.reply_text("slept")
+    await update.effective_message.reply_text("slept", do_quote=True)
 
 
 async def fail(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
