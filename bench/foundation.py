@@ -58,7 +58,7 @@ print(total)
 def cold_start(network: Network, emulator: Emulator) -> tuple[float, int]:
     container = (
         DockerContainer(OFFLINE).with_network(network).with_exposed_ports(8000, 8080)
-        .with_env("TELEGRAM_BOT_TOKEN", TOKEN).with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
+        .with_env("TELEGRAM_BOT_TOKEN", TOKEN).with_env("BOTSTACK_WEB_PASSWORD", "bench-dashboard-password").with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
     )
     t0 = time.monotonic()
     container.start()

@@ -57,7 +57,7 @@ def measure(image: str, network: Network, emulator: Emulator, updates: int, chat
     token = f"{9_100_000_000 + n}:" + "t" * 35
     bot = token.split(":")[0]
     container = (DockerContainer(image).with_network(network).with_exposed_ports(8000, 8080)
-                 .with_env("TELEGRAM_BOT_TOKEN", token).with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
+                 .with_env("TELEGRAM_BOT_TOKEN", token).with_env("BOTSTACK_WEB_READ_ONLY", "true").with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
                  .with_env("BOTSTACK_RATE_OVERALL_PER_S", "0").with_env("BOTSTACK_RATE_CHAT_PER_S", "0")
                  .with_env("BOTSTACK_RATE_GROUP_PER_MIN", "0"))
     container.start()

@@ -100,6 +100,7 @@ class Botstack:
         self.container = (
             DockerContainer(OFFLINE).with_network(self.network).with_exposed_ports(8000, 8080)
             .with_env("TELEGRAM_BOT_TOKEN", self.token)
+            .with_env("BOTSTACK_WEB_PASSWORD", "bench-dashboard-password")
             .with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
         )
         t0 = time.monotonic()

@@ -94,8 +94,18 @@ build_ferretdb() {
   rm -rf "$work"
 }
 
+install_browser() {
+  # The dashboard's browser test drives Debian's own Chromium through its chromedriver
+  # (Playwright's browser download is not reachable here).
+  if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then return; fi
+  need_root
+  log "installing chromium and chromium-driver (bookworm) for the dashboard's browser test"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+}
+
 install_docker
 start_docker
+install_browser
 build_base_image
 build_ferretdb
 log "ready: $(docker version --format 'engine {{.Server.Version}}'), base image $BASE_IMAGE_TAG, $FERRETDB_OUT"

@@ -126,6 +126,29 @@ def restore(args) -> int:
     return 0
 
 
+def deploys(args) -> int:
+    """The deploy history as MongoDB keeps it (the dashboard reads it there); `record` takes
+    one entry, as JSON on stdin, from `botstack deploy` on the host."""
+    from datetime import datetime, timezone
+
+    from services.common.db import make_sync_client
+
+    settings = settings_or_exit(PROGRAM)
+    with make_sync_client(settings, "cli") as client:
+        collection = client[settings.mongodb_db]["deploys"]
+        if args.action == "record":
+            entry = json.loads(sys.stdin.read())
+            entry["recorded_at"] = datetime.now(timezone.utc)
+            collection.insert_one(entry)
+            emit(args, {"recorded": True}, ["recorded"])
+            return 0
+        entries = list(collection.find({}, {"_id": 0, "steps": 0}).sort("recorded_at", -1).limit(50))
+    emit(args, {"deploys": entries},
+         [f"{e.get('time')}  {e.get('result'):<22} {str(e.get('from_sha') or '-')[:12]:<12} -> "
+          f"{str(e.get('to_sha'))[:12]}" for e in entries] or ["no deploys recorded"])
+    return 0
+
+
 def inbox(args) -> int:
     from services.cli import inbox as dead_letters
 
@@ -155,6 +178,8 @@ def parser() -> argparse.ArgumentParser:
     sub = command("restore", restore, "safety backup, stop the writers, restore (indexes included), start them; "
                                       "a failed restore puts the safety backup back")
     sub.add_argument("backup", help="a file in BOTSTACK_BACKUP_DIR, or a path")
+    sub = command("deploys", deploys, "the deploy history kept in MongoDB (botstack deploy records there too)")
+    sub.add_argument("action", nargs="?", choices=["record"], help="record: one entry as JSON on stdin")
     from services.cli import inbox as dead_letters
 
     dead_letters.add_arguments(command("inbox", inbox, "failed updates: list, handle again, delete"))

@@ -104,9 +104,16 @@ class Deploy:
         return [json.loads(line) for line in self.history_path.read_text().splitlines() if line.strip()]
 
     def record(self, **entry) -> dict:
+        """Append to the history file, and to MongoDB through the running stack (the dashboard
+        shows it there); the file is the record that always exists."""
         entry = {"time": _now(), **entry, "steps": self.steps}
+        line = redact(json.dumps(entry))
         with self.history_path.open("a") as f:
-            f.write(redact(json.dumps(entry)) + "\n")
+            f.write(line + "\n")
+        result = subprocess.run(["docker", "compose", "exec", "-T", SERVICE, "botstack", "deploys", "record"],
+                                input=line, capture_output=True, text=True, env={**os.environ, "BOTSTACK_TAG": entry["tag"]})
+        if result.returncode:
+            self.out("note: the stack did not take the history entry (it is in the file)")
         return entry
 
     def current(self) -> dict | None:

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
 
     admin_token: SecretStr | None = None
 
+    # The dashboard (services/web): who may use it.
+    web_password: SecretStr | None = None
+    web_read_only: bool = False
+    web_session_hours: float = Field(12.0, gt=0, le=24 * 30)
+    web_secure_cookie: bool = False
+
     # botstack backup / doctor
     backup_dir: str = "/data/backups"
     backup_keep: int = Field(7, ge=1, le=1000)
@@ -140,6 +146,15 @@ class Settings(BaseSettings):
     def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value()) < 24:
             raise ValueError("must be at least 24 characters (e.g. `openssl rand -hex 24`)")
+        return value
+
+    @field_validator("web_password")
+    @classmethod
+    def _web_password(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and "replace-with" in value.get_secret_value():
+            raise ValueError("is still the placeholder from .env.example: choose a password")
+        if value is not None and len(value.get_secret_value()) < 12:
+            raise ValueError("must be at least 12 characters")
         return value
 
     @field_validator("telegram_webhook_url")
@@ -228,7 +243,8 @@ _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s
                 "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s")
 OWNERS: dict[str, str] = {
     **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
-    "api_port": "api", "web_port": "web",
+    "api_port": "api", "web_port": "web", "web_password": "web", "web_read_only": "web", "web_session_hours": "web",
+    "web_secure_cookie": "web",
     "backup_dir": "botstack", "backup_keep": "botstack", "doctor_min_free_mb": "botstack",
 }
 
@@ -321,6 +337,11 @@ def require(settings: Settings, field: str, program: str) -> None:
     """End `program` with 78 when a setting it needs is absent."""
     if getattr(settings, field) is None:
         _fail(program, f"{env_name(field)}: is required by the {program} program")
+
+
+def refuse(program: str, message: str) -> None:
+    """A program that cannot run as configured: one line, exit 78."""
+    _fail(program, message)
 
 
 def _fail(program: str, message: str) -> None:

@@ -31,7 +31,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.image import DockerImage
 from testcontainers.core.network import Network
 
-from tests.integration.harness import Emulator, Stack, http_get, wait_until
+from tests.integration.harness import WEB_PASSWORD, Emulator, Stack, http_get, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = Path(__file__).parent / "offline"
@@ -191,6 +191,7 @@ def _stack_container(image: str, network: Network, token: str, env: dict[str, st
         .with_exposed_ports(8000, 8080)
         .with_env("TELEGRAM_BOT_TOKEN", token)
         .with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
+        .with_env("BOTSTACK_WEB_PASSWORD", WEB_PASSWORD)
     )
     for key, value in env.items():
         container.with_env(key, value)

@@ -16,6 +16,7 @@ from testcontainers.core.container import DockerContainer
 
 T = TypeVar("T")
 PROGRAMS = ("mongodb", "api", "web", "bot", "healthcheck")
+WEB_PASSWORD = "test-dashboard-password"  # every test stack's BOTSTACK_WEB_PASSWORD
 
 
 def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
@@ -133,6 +134,13 @@ class Stack:
     @property
     def web(self) -> str:
         return f"http://{self.host}:{self.container.get_exposed_port(8080)}"
+
+    def dashboard(self) -> httpx.Client:
+        """An HTTP client logged in to the stack's dashboard (close it, or use it in `with`)."""
+        client = httpx.Client(base_url=self.web, timeout=10)
+        r = client.post("/login", data={"password": WEB_PASSWORD, "next": "/"})
+        assert r.status_code == 200 and "Log out" in r.text, r.text[:300]
+        return client
 
     def exec(self, cmd: list[str] | str, user: str = "botstack") -> tuple[int, str]:
         result = self.container.get_wrapped_container().exec_run(cmd, user=user, workdir="/app")

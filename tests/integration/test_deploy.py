@@ -101,6 +101,10 @@ def test_deploy_success_and_rollback(versions, deploy_env):
     assert b["result"] == "deployed" and b["from_sha"] == sha("deploy-a")
     assert b["backup"] and b["backup"].startswith("/data/backups/botstack-"), b
     assert [s["step"].split(" ")[0] for s in b["steps"]][:4] == ["preflight", "doctor", "backup", "up"], b["steps"]
+    kept = subprocess.run(["docker", "compose", "exec", "-T", "botstack", "botstack", "deploys", "--json"], cwd=ROOT,
+                          env=env, capture_output=True, text=True)
+    recorded = json.loads(kept.stdout.strip().splitlines()[-1])["deploys"]
+    assert recorded and recorded[0]["to_sha"] == sha("deploy-b"), recorded  # the dashboard's copy
 
     # A broken version: the deploy fails, rolls back to B by itself, and says so.
     code, out = deploy(env, "--no-build", "--tag", "deploy-x", "--sha", sha("deploy-x"))

@@ -101,7 +101,7 @@ def test_hung_sidecar_is_healed(start_stack):
 def test_bad_token_stops_only_the_bot(start_stack, token):
     stack = start_stack(TELEGRAM_BOT_TOKEN=token)
     wait_until(lambda: "bot: configuration error: TELEGRAM_BOT_TOKEN: " in stack.logs(), 60, "the bot's refusal")
-    assert "exited: bot (exit status 78" in stack.logs()
+    wait_until(lambda: "exited: bot (exit status 78" in stack.logs(), 30, "the bot to exit 78")
 
     def others_run():
         programs = stack.programs()
@@ -114,7 +114,8 @@ def test_bad_token_stops_only_the_bot(start_stack, token):
     code, out = wait_until(lambda: "bot: configuration error" in (r := stack.health())[1] and r, 60,
                            "the verdict naming the bot's configuration error")
     assert code == 1, out
-    assert "bot: configuration error: TELEGRAM_BOT_TOKEN: " in http_get(f"{stack.web}/").text
+    with stack.dashboard() as web:
+        assert "bot: configuration error: TELEGRAM_BOT_TOKEN: " in web.get("/").text
     code, out = stack.exec(["botstack", "status"])
     assert "bot: configuration error: TELEGRAM_BOT_TOKEN: " in out, out
     assert others_run()
@@ -125,8 +126,8 @@ def test_bad_port_names_the_variable_set(start_stack):
     wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")
     lines = [line for line in stack.logs().splitlines() if line.startswith("api: ")]
     assert lines and all(line.startswith("api: configuration error: PORT: ") for line in lines), lines
-    programs = stack.programs()
-    assert all(programs[n]["statename"] == "RUNNING" for n in ("mongodb", "web", "bot", "healthcheck")), programs
+    wait_until(lambda: all(stack.programs()[n]["statename"] == "RUNNING"
+                           for n in ("mongodb", "web", "bot", "healthcheck")), 60, "the other programs RUNNING")
 
 
 def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_image, emulator):
@@ -174,7 +175,7 @@ def test_alerts(start_stack, emulator):
     for _ in range(20):  # 20 crashes in a minute
         pid = stack.bot_pid()
         stack.signal(pid, "KILL")
-        wait_until(lambda: (p := stack.programs()["bot"])["pid"] not in (0, pid), 20, "the bot back", interval_s=0.2)
+        wait_until(lambda: stack.programs()["bot"]["pid"] not in (0, pid), 20, "the bot back", interval_s=0.2)
         time.sleep(max(0.0, 2.5 - (time.monotonic() - t0) % 2.5))
     during = alerts(emulator, bot)[before:]
     print(f"\n20 crashes in {time.monotonic() - t0:.0f} s: {len(during)} alert message(s): {during}")

@@ -34,7 +34,8 @@ def test_version_reports_the_build_this_run_made(stack, build_identity):
 
 
 def test_dashboard_lists_every_program_with_the_build(stack, build_identity):
-    page = http_get(f"{stack.web}/").text
+    with stack.dashboard() as web:
+        page = web.get("/").text
     for name in PROGRAMS:
         row = re.search(rf'<tr data-program="{name}">(.*?)</tr>', page, re.S)
         assert row, f"{name} missing from the dashboard"

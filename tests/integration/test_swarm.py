@@ -82,7 +82,7 @@ class Swarm:
     def deploy(self, image: str) -> None:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "BOTSTACK_IMAGE": image, "BOTSTACK_REPLICAS": str(REPLICAS),
                "MONGODB_URI": f"mongodb://{self.name}-db:27017/?directConnection=true",
-               "TELEGRAM_BOT_TOKEN": self.token,
+               "TELEGRAM_BOT_TOKEN": self.token, "BOTSTACK_WEB_PASSWORD": "swarm-dashboard-password",
                "TELEGRAM_API_BASE_URL": f"http://{self.name}-telegram:8081/bot",
                "BOTSTACK_LEASE_TTL_S": str(LEASE_TTL_S)}
         run("docker", "stack", "deploy", "--detach=true", "--resolve-image", "never", "-c", str(self.stack_file),
