@@ -11,7 +11,7 @@ from services.common.settings import Settings
 
 def probe(settings: Settings) -> HttpProbe:
     return HttpProbe("api", url=f"http://127.0.0.1:{settings.api_port}/health",
-                     period_s=1.0, timeout_s=0.8, failure_threshold=3, start_grace_s=5.0)
+                     period_s=1.0, timeout_s=0.8, failure_threshold=3, start_grace_s=15.0)
 
 
 def readiness(settings: Settings) -> HttpProbe:

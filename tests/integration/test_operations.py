@@ -200,9 +200,11 @@ def test_doctor_catches_mistakes(start_stack):
 
 def test_doctor_catches_webhook_delivery_errors(start_stack, emulator):
     token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
-    stack = start_stack(TELEGRAM_BOT_TOKEN=token, TELEGRAM_WEBHOOK_URL="https://nowhere-at-all:8000/telegram/webhook")
+    # A host that resolves (the emulator's own) on a port where nothing listens: every delivery fails.
+    stack = start_stack(TELEGRAM_BOT_TOKEN=token, TELEGRAM_WEBHOOK_URL="https://telegram:9/telegram/webhook")
     stack.wait_healthy()
-    emulator.inject(token.split(":")[0], "/start")  # delivered to a host that does not exist: an error
+    wait_until(lambda: emulator.call(token, "getWebhookInfo")["result"].get("url"), 30, "the webhook set")
+    emulator.inject(token.split(":")[0], "/start")
     wait_until(lambda: emulator.call(token, "getWebhookInfo")["result"].get("last_error_date"), 30,
                "a delivery error")
     code, out = botstack(stack, "doctor")
