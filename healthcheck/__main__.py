@@ -34,7 +34,7 @@ def run() -> int:
     from healthcheck.events import COLLECTION, EventLog
     from healthcheck.policy import HealPolicy
     from healthcheck.sidecar import Sidecar
-    from healthcheck.watchdog import heartbeat_path
+    from healthcheck.guardian import heartbeat_path
     from services.common.db import make_sync_client, runs_local_mongod
     from services.api.probe import probe as api_probe
     from services.api.probe import readiness as api_readiness

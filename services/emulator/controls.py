@@ -20,6 +20,7 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
                                                        "description"?, "parameters"?, "times"?}
                                                       | {"method", "black_hole": true, "times"?}
                                                       -> {"method", "armed"}
+  GET  /_emulator/chat[?bot=<id>&user=<id>]         the demo's chat page (chat.py)
   GET  /_emulator/bots/{id}/flood                     {"enabled", "limits", "refused", "early_retries"}
   POST /_emulator/bots/{id}/flood                     {"enabled"?, "private"|"group"|"overall"?:
                                                        [messages, seconds]} -> the same
@@ -30,7 +31,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 if TYPE_CHECKING:
@@ -110,12 +111,25 @@ def control_routes(emulator: Emulator) -> list[Route]:
         except (TypeError, ValueError) as exc:
             return _error(400, f"limits are [messages, seconds]: {exc}")
 
+    async def chat(request: Request):
+        from services.emulator.chat import chat_page
+
+        try:
+            bot_id = int(request.query_params.get("bot") or next(iter(emulator.bots)))
+            user_id = int(request.query_params.get("user", "424200"))
+        except StopIteration:
+            return _error(404, "no bot has called the emulator yet: start the stack, then reload")
+        except ValueError:
+            return _error(400, "bot and user are numbers")
+        return HTMLResponse(chat_page(bot_id, user_id), headers={"Cache-Control": "no-store"})
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "bots": len(emulator.bots)})
 
     prefix = "/_emulator/bots/{bot_id:int}"
     return [
         Route("/_emulator/health", health),
+        Route("/_emulator/chat", chat),
         Route(f"{prefix}/updates", inject, methods=["POST"]),
         Route(f"{prefix}/sent", sent),
         Route(f"{prefix}/stats", stats),

@@ -8,6 +8,7 @@ as FerretDB. With BOTSTACK_TEST_MONGOD=real: the shipped `standalone` target wit
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 # testcontainers reads these when it is imported. No reaper image can be pulled here; tests
@@ -19,6 +20,7 @@ os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 import re
 import secrets
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -49,8 +51,10 @@ def _git_sha() -> str:
                              check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         sha = "nogit"
-    # A suffix unique to this run proves the running build is the one this run made.
-    return f"{sha[:12]}-{uuid.uuid4().hex[:6]}"
+    # A suffix unique to this run proves the running build is the one this run made. It comes
+    # from the run's start (tests/conftest.py), so every pytest-xdist worker builds the same image.
+    run = os.environ.get("BOTSTACK_TEST_RUN_STARTED") or uuid.uuid4().hex
+    return f"{sha[:12]}-{hashlib.sha256(run.encode()).hexdigest()[:6]}"
 
 
 @pytest.fixture(scope="session")
@@ -69,7 +73,8 @@ def build_identity() -> dict[str, str]:
     return {
         "VERSION": "0.1.0",
         "GIT_SHA": _git_sha(),
-        "BUILD_TIME": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "BUILD_TIME": datetime.fromtimestamp(float(os.environ.get("BOTSTACK_TEST_RUN_STARTED") or time.time()),
+                                             timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
 
@@ -216,7 +221,7 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
         started.append((name, container))
         container.start()
         token = env.get("TELEGRAM_BOT_TOKEN", bot_token)
-        return Stack(container, bot_id=token.split(":")[0])
+        return Stack(container, bot_id=token.split(":")[0], local_db="MONGODB_URI" not in env)
 
     yield start
     for name, container in started:

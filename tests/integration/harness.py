@@ -6,6 +6,7 @@ Everything waits by polling a condition against a deadline; nothing sleeps and h
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import threading
 import time
 from dataclasses import dataclass
@@ -33,6 +34,19 @@ def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what}; last: {last!r}")
         time.sleep(interval_s)
+
+
+FIGURES = Path(__file__).parent / ".logs" / "figures.txt"
+
+
+def figure(text: str) -> None:
+    """A measured figure for the issue notes: printed (`pytest -s -n 0`) and appended to
+    tests/integration/.logs/figures.txt, which survives pytest-xdist's captured workers."""
+    line = text.strip()
+    print("\n" + line)
+    FIGURES.parent.mkdir(exist_ok=True)
+    with FIGURES.open("a") as f:
+        f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
 
 
 def http_get(url: str, timeout_s: float = 3.0) -> httpx.Response:
@@ -122,6 +136,7 @@ class Stack:
 
     container: DockerContainer
     bot_id: str | None = None
+    local_db: bool = True  # False: an external MONGODB_URI, so the container runs no mongod
 
     @property
     def host(self) -> str:
@@ -138,7 +153,7 @@ class Stack:
     def dashboard(self) -> httpx.Client:
         """An HTTP client logged in to the stack's dashboard (close it, or use it in `with`)."""
         client = httpx.Client(base_url=self.web, timeout=10)
-        r = client.post("/login", data={"password": WEB_PASSWORD, "next": "/"})
+        r = client.post("/login", data={"password": WEB_PASSWORD, "next": "/"}, follow_redirects=True)
         assert r.status_code == 200 and "Log out" in r.text, r.text[:300]
         return client
 
@@ -161,7 +176,8 @@ class Stack:
 
     def all_running(self) -> dict[str, dict] | None:
         programs = self.programs()
-        if set(PROGRAMS) <= set(programs) and all(programs[n]["statename"] == "RUNNING" for n in PROGRAMS):
+        needed = PROGRAMS if self.local_db else tuple(n for n in PROGRAMS if n != "mongodb")
+        if set(needed) <= set(programs) and all(programs[n]["statename"] == "RUNNING" for n in needed):
             return programs
         return None
 

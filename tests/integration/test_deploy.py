@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.integration.conftest import OFFLINE, ROOT
-from tests.integration.harness import http_get
+from tests.integration.harness import figure, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +121,7 @@ def test_deploy_success_and_rollback(versions, deploy_env):
         code, out = deploy(env, "--no-build", "--tag", "deploy-a", "--sha", sha("deploy-a"))
         assert code == 1 and "another deploy is running" in out, out
     assert serving(env) == sha("deploy-b")
-    print("\ndeploy durations: " + "; ".join(f"{args}: {t:.1f} s" for args, t in TIMES.items()))
+    figure("deploy durations: " + "; ".join(f"{args}: {t:.1f} s" for args, t in TIMES.items()))
 
 
 def test_deploy_rolls_back_a_crash_looping_bot(versions, deploy_env):
@@ -130,7 +130,7 @@ def test_deploy_rolls_back_a_crash_looping_bot(versions, deploy_env):
     assert code == 0, out
     t0 = time.monotonic()
     code, out = deploy(env, "--no-build", "--tag", "deploy-y", "--sha", sha("deploy-y"))
-    print(f"\ndeploy of a crash-looping bot, detected and rolled back in {time.monotonic() - t0:.0f} s")
+    figure(f"deploy of a crash-looping bot, detected and rolled back in {time.monotonic() - t0:.0f} s")
     assert code == 1, out
     assert "rolling back to " + sha("deploy-a") in out
     assert serving(env) == sha("deploy-a")
@@ -151,7 +151,7 @@ def test_rollback_walks_back(versions, deploy_env):
         code, out = deploy(env, "--rollback")
         assert code == 0, out
         assert serving(env) == sha(back_to), f"--rollback should be at {back_to}"
-        print(f"\nrollback to {back_to}: {time.monotonic() - t0:.0f} s (stability window 8 s)")
+        figure(f"rollback to {back_to}: {time.monotonic() - t0:.0f} s (stability window 8 s)")
     code, out = deploy(env, "--rollback")
     assert code == 1 and "no earlier good version" in out, out
     code, out = deploy(env, "--to", sha("deploy-c")[:12])

@@ -16,11 +16,11 @@ import docker
 import httpx
 import pytest
 
-from tests.integration.harness import wait_until
+from tests.integration.harness import figure, wait_until
 
 pytestmark = pytest.mark.integration
 
-STOP_ORDER = ("healthcheck", "bot", "web", "api", "mongodb")
+STOP_ORDER = ("guardian", "healthcheck", "bot", "web", "api", "mongodb")
 GRACE_S = 120  # compose.yaml's stop_grace_period
 
 
@@ -57,7 +57,7 @@ def test_sigterm_stops_in_order_and_fast(volume, start_stack):
     container.stop(timeout=GRACE_S)
     elapsed = time.monotonic() - t0
     container.reload()
-    print(f"\ndocker stop of a healthy stack: {elapsed:.1f} s")
+    figure(f"docker stop of a healthy stack: {elapsed:.1f} s")
     assert container.attrs["State"]["ExitCode"] == 0
     assert elapsed < GRACE_S
     after = stack.logs()[mark:]

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import http_get, identities, wait_until
+from tests.integration.harness import figure, http_get, identities, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +64,7 @@ def test_crash_cycle_is_unhealthy(start_stack, emulator):
         if unhealthy_at is not None and docker_health(stack) == "unhealthy":
             docker_unhealthy_at = time.monotonic() - t0
         time.sleep(0.5)
-    print(f"\ncrash cycle (bot SIGKILLed every 7 s): verdict unhealthy {unhealthy_at:.0f} s after the first "
+    figure(f"crash cycle (bot SIGKILLed every 7 s): verdict unhealthy {unhealthy_at:.0f} s after the first "
           f"crash, Docker unhealthy after {docker_unhealthy_at:.0f} s, {kills} kills")
     assert unhealthy_at is not None and unhealthy_at <= 60, "the verdict never named the crash cycle"
     assert docker_unhealthy_at is not None and docker_unhealthy_at <= 90
@@ -72,7 +72,7 @@ def test_crash_cycle_is_unhealthy(start_stack, emulator):
     wait_until(lambda: len([a for a in alerts(emulator, bot_id(token)) if "crash cycle" in a]) == 1, 20,
                "the crash-cycle alert")
     sent = alerts(emulator, bot_id(token))
-    print(f"alerts for {kills} crashes: {len(sent)}: {sent}")
+    figure(f"alerts for {kills} crashes: {len(sent)}: {sent}")
     assert len([a for a in sent if "crash cycle" in a]) == 1
     assert len(sent) <= 3, sent
 
@@ -90,7 +90,7 @@ def test_hung_sidecar_is_healed(start_stack):
     wait_until(lambda: (p := stack.programs()["healthcheck"])["pid"] != old and p["statename"] in ("STARTING", "RUNNING"),
                20, "a new sidecar process", interval_s=0.2)
     healed = time.monotonic() - t0
-    print(f"\nhung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s")
+    figure(f"hung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s")
     assert healed <= 15
     assert "restart program=healthcheck cause=watchdog" in stack.logs()
     assert identities(stack.programs(), OTHERS) == identities(before, OTHERS), "another program was restarted"
@@ -179,7 +179,7 @@ def test_alerts(start_stack, emulator):
         wait_until(lambda: stack.programs()["bot"]["pid"] not in (0, pid), 20, "the bot back", interval_s=0.2)
         time.sleep(max(0.0, 2.5 - (time.monotonic() - t0) % 2.5))
     during = alerts(emulator, bot)[before:]
-    print(f"\n20 crashes in {time.monotonic() - t0:.0f} s: {len(during)} alert message(s): {during}")
+    figure(f"20 crashes in {time.monotonic() - t0:.0f} s: {len(during)} alert message(s): {during}")
     assert len(during) <= 3, during
     assert any("bot is in a crash cycle" in a for a in during), during
 

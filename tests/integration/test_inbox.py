@@ -14,7 +14,7 @@ import secrets
 import httpx
 import pytest
 
-from tests.integration.harness import wait_until
+from tests.integration.harness import figure, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +71,7 @@ def test_kill_mid_burst_loses_nothing(start_stack, emulator):
     assert stack.bot_pid() != pid, "supervisord restarted the bot"
     notes = notes_per_user(stack, 0, 300)
     duplicated = sum(n - 1 for n in counts.values())
-    print(f"\nkill mid-burst: {answered_at_kill} of 300 answered at the SIGKILL; afterwards all 300 answered, "
+    figure(f"kill mid-burst: {answered_at_kill} of 300 answered at the SIGKILL; afterwards all 300 answered, "
           f"{duplicated} repl(ies) sent twice; notes stored {sum(notes)} in {len(notes)} users")
     assert len(notes) == 300 and set(notes) == {1}, "every note stored exactly once"
 
@@ -89,7 +89,7 @@ def test_hang_heal_mid_burst_loses_nothing(start_stack, emulator):
     logs = stack.logs()
     heals = len(re.findall(r"bot \(pid \d+\) is hung", logs))
     notes = notes_per_user(stack, 2000, 100)
-    print(f"\nhang heal mid-burst: {heals} hang heal(s); 100 of 100 answered, "
+    figure(f"hang heal mid-burst: {heals} hang heal(s); 100 of 100 answered, "
           f"{sum(n - 1 for n in counts.values())} twice; notes {sum(notes)} in {len(notes)} users")
     assert heals >= 1
     assert len(notes) == 100 and set(notes) == {1}
@@ -116,7 +116,7 @@ def test_webhook_kill_before_handling(start_stack, emulator):
     wait_until(acknowledged, 30, "Telegram (the emulator) to have a 2xx for every update", interval_s=0.2)
     answered = sum(1 for n in replies(emulator, bot, ids).values() if n)
     stack.signal(stack.bot_pid(), "KILL")
-    print(f"\nwebhook: 50 updates acknowledged, {answered} answered before the SIGKILL")
+    figure(f"webhook: 50 updates acknowledged, {answered} answered before the SIGKILL")
     assert answered < 50, "the kill came after everything was handled: nothing proven"
 
     wait_all_answered(emulator, bot, ids + [blocker], 120)
@@ -127,12 +127,12 @@ def test_webhook_kill_before_handling(start_stack, emulator):
 def test_flood_limits_drop_nothing(start_stack, emulator):
     """The emulator's flood control on; the bot's own limits set looser than Telegram's, so
     429s do happen: 200 users at once and 40 messages to one chat all arrive."""
-    stack, bot = active_stack(start_stack, BOTSTACK_RATE_OVERALL_PER_S="60", BOTSTACK_RATE_CHAT_PER_S="3",
-                              BOTSTACK_RATE_MAX_RETRIES="20", **TESTKIT)
+    stack, bot = active_stack(start_stack, BOTSTACK_RATE_OVERALL_PER_S="40", BOTSTACK_RATE_CHAT_PER_S="2",
+                              BOTSTACK_RATE_MAX_RETRIES="30", **TESTKIT)
     burst = emulator.inject(bot, "/burst 40", user=user(4999))
     ids = emulator.inject_many(bot, [("/start", user(5000 + i)) for i in range(200)])
 
-    counts = wait_all_answered(emulator, bot, ids, 120)
+    counts = wait_all_answered(emulator, bot, ids, 240)
     chat = user(4999)["id"]
 
     def burst_messages():
@@ -141,7 +141,7 @@ def test_flood_limits_drop_nothing(start_stack, emulator):
     wait_until(lambda: len(burst_messages()) >= 40, 120, "40 messages to one chat", interval_s=1.0)
     flood = emulator.flood(bot)
     texts = [m["text"] for m in burst_messages()]
-    print(f"\nflood control: {flood['refused']} requests refused with 429, {flood['early_retries']} repeated "
+    figure(f"flood control: {flood['refused']} requests refused with 429, {flood['early_retries']} repeated "
           f"before their retry_after; 200 of 200 replies, {len(set(texts))} of 40 burst messages")
     assert set(counts.values()) == {1}, "every user answered once"
     assert sorted(set(texts)) == sorted(f"burst {i}/40" for i in range(1, 41))

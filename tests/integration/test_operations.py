@@ -8,7 +8,7 @@ import secrets
 import httpx
 import pytest
 
-from tests.integration.harness import wait_until
+from tests.integration.harness import figure, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,7 @@ def test_restore_keeps_indexes(start_stack):
     code, out = botstack(stack, "restore", path)
     assert code == 0, out
     seconds = float(out.split("restored ", 1)[1].split(" in ", 1)[1].split(" s", 1)[0])
-    print(f"\nrestore of 10,000 users and 20 events: {seconds:.1f} s")
+    figure(f"restore of 10,000 users and 20 events: {seconds:.1f} s")
     stack.wait_healthy()
     assert indexes(stack) == indexes_before
     assert "key_1" in indexes_before["events"] and "username_1" in indexes_before["users"]

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import Injector, http_get, wait_until
+from tests.integration.harness import Injector, figure, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,7 @@ def test_redeploy_handover(start_stack, shared_db, emulator):
             stopping.join(timeout=130)
             assert "lease released" in current.logs()
             current = successor
-    print(f"\nhandover times (docker stop of the active instance -> successor polling): "
+    figure(f"handover times (docker stop of the active instance -> successor polling): "
           f"{', '.join(f'{t:.1f} s' for t in handovers)}")
     answered_once(emulator, current.bot_id, injector.ids)
     assert all(t < LEASE_TTL_S for t in handovers), "a stop did not release the lease"
@@ -119,7 +119,7 @@ def test_conflict_without_shared_db(start_stack, emulator):
         conflict_lines = [l for l in s.logs().splitlines() if re.search(r"Z bot \w+ .*Conflict", l)]
         assert len(conflict_lines) <= 4, f"{len(conflict_lines)} conflict log lines in about 75 s"
     total = a.bot_status()["conflicts"] + b.bot_status()["conflicts"]
-    print(f"\nconflicts counted by two instances without a shared database: {total}")
+    figure(f"conflicts counted by two instances without a shared database: {total}")
     assert "conflicts" in a.health()[1]
 
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import LogArchive, ROOT
-from tests.integration.harness import Emulator, Injector, http_get, replies, wait_until
+from tests.integration.harness import Emulator, Injector, figure, http_get, replies, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -191,7 +191,7 @@ def test_swarm_replicas(swarm):
     counts = all_answered(emulator, bot_id, ids, 120)
     stats = emulator.stats(bot_id)
     instances = swarm.api_instances()
-    print(f"\n{REPLICAS} replicas: 200 updates, replies per update {sorted(set(counts.values()))}; "
+    figure(f"{REPLICAS} replicas: 200 updates, replies per update {sorted(set(counts.values()))}; "
           f"max polling at once {stats['max_polling_at_once']}; API answered by "
           f"{len(set(instances))} replicas ({', '.join(f'{i}: {instances.count(i)}' for i in sorted(set(instances)))})")
     assert stats["max_polling_at_once"] == 1, stats
@@ -214,7 +214,7 @@ def test_swarm_replica_killed(swarm):
         wait_until(lambda: len(burst.ids) >= 80, 60, "updates after the takeover")
     counts = all_answered(emulator, bot_id, burst.ids, 60)
     duplicated = sum(n - 1 for n in counts.values())
-    print(f"\nlease holder SIGKILLed: replica {successor.name} polling after {takeover:.1f} s "
+    figure(f"lease holder SIGKILLed: replica {successor.name} polling after {takeover:.1f} s "
           f"(lease TTL {LEASE_TTL_S:.0f} s); {len(burst.ids)} updates, all answered, {duplicated} replies repeated")
     # The lease expires at most one TTL after the kill; a standby retries every second.
     assert takeover < LEASE_TTL_S + 2, takeover
@@ -250,7 +250,7 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
         wait_until(lambda: len(swarm.healthy_replicas(swarm.image)) == REPLICAS, 120,
                    f"{REPLICAS} healthy replicas of the previous version")
     all_answered(emulator, bot_id, burst.ids, 60)
-    print(f"\nupdate to a crash-looping bot: rolled back by Swarm after {elapsed:.0f} s "
+    figure(f"update to a crash-looping bot: rolled back by Swarm after {elapsed:.0f} s "
           f"({status.get('Message')}); {len(burst.ids)} updates during it, all answered")
     spec_image = swarm.service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert spec_image.split("@")[0] == swarm.image, spec_image

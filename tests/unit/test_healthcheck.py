@@ -1035,7 +1035,7 @@ def test_the_sidecar_beats_while_it_waits_on_a_heal(sup, make, clock, tmp_path):
 
 
 def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(sup, clock, tmp_path):
-    from healthcheck.watchdog import START_GRACE_S, STALE_S, check
+    from healthcheck.guardian import START_GRACE_S, STALE_S, check
 
     beat = tmp_path / "hb"
     beat.touch()

@@ -1,5 +1,5 @@
-"""Who heals the healer: a supervisord event listener that restarts a sidecar which stopped
-beating.
+"""Who heals the healer: `guardian`, the sidecar's watchdog, a supervisord event listener that
+restarts a sidecar which stopped beating.
 
 The sidecar touches a heartbeat file on every pass of its loop and while it waits on a heal.
 On each TICK_5 event, this listener reads the file's age; older than STALE_S while the sidecar
@@ -35,7 +35,7 @@ def heartbeat_path(run_dir: str) -> Path:
 
 def say(text: str) -> None:
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    sys.stderr.write(f"{stamp} watchdog WARNING botstack.watchdog: {text}\n")
+    sys.stderr.write(f"{stamp} guardian WARNING botstack.guardian: {text}\n")
     sys.stderr.flush()
 
 
@@ -58,7 +58,7 @@ def record(settings, text: str, pid: int | None) -> None:
     try:
         from services.common.db import make_sync_client
 
-        with make_sync_client(settings, "watchdog", timeout_ms=1000) as client:
+        with make_sync_client(settings, "guardian", timeout_ms=1000) as client:
             client[settings.mongodb_db]["health_events"].insert_one(
                 {"time": datetime.now(timezone.utc), "program": PROGRAM, "cause": "watchdog", "reason": text,
                  "old_pid": pid, "new_pid": None})
@@ -67,7 +67,7 @@ def record(settings, text: str, pid: int | None) -> None:
 
 
 def main() -> None:
-    settings = settings_or_exit("watchdog")
+    settings = settings_or_exit("guardian")
     proxy = rpc(settings.supervisor_socket, timeout_s=3)
     heartbeat = heartbeat_path(settings.run_dir)
     while True:
