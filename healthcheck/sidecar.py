@@ -78,7 +78,7 @@ class Sidecar:
     bot_status: Callable[[], dict | None] = lambda: None
     # Programs that refuse to start on a bad setting they own: reported, never restarted for it.
     config_problems: dict[str, str] = field(default_factory=dict)
-    tick_s: float = 0.5
+    tick_s: float = 1.0  # probes run once a second anyway; a faster loop only re-reads supervisord
     heartbeat: Path | None = None  # touched every pass and while waiting: the watchdog reads it
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -168,10 +168,12 @@ class Sidecar:
         """A new PID that the sidecar did not cause is a crash supervisord already handled."""
         pid = info.get("pid") or 0
         if pid and w.pid and pid != w.pid and not w.healing:
-            w.last_exit = f"exit status {info.get('exitstatus', '?')}"
-            reason = f"exited unexpectedly ({w.last_exit}); supervisord restarted it"
+            # supervisord reports the status of the last exit only until it restarts the program
+            status = info.get("exitstatus")
+            w.last_exit = f"exit status {status}" if status else "exited unexpectedly (a signal, or a crash)"
+            reason = f"{w.last_exit}; supervisord restarted it"
             self.events.record(Event(now, name, "crash", reason, w.pid, pid))
-            self.alerts.event(f"{name}:restart", f"{name} crashed ({w.last_exit}) and was restarted "
+            self.alerts.event(f"{name}:restart", f"{name} died ({w.last_exit}) and was restarted "
                                                  f"(pid {w.pid} -> {pid})")
             self._escalate_if_needed(name, w)
         if pid:

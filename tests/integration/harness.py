@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
 from testcontainers.core.container import DockerContainer
@@ -150,12 +151,13 @@ class Stack:
     def web(self) -> str:
         return f"http://{self.host}:{self.container.get_exposed_port(8080)}"
 
-    def dashboard(self) -> httpx.Client:
-        """An HTTP client logged in to the stack's dashboard (close it, or use it in `with`)."""
-        client = httpx.Client(base_url=self.web, timeout=10)
-        r = client.post("/login", data={"password": WEB_PASSWORD, "next": "/"}, follow_redirects=True)
-        assert r.status_code == 200 and "Log out" in r.text, r.text[:300]
-        return client
+    @contextmanager
+    def dashboard(self) -> Iterator[httpx.Client]:
+        """`with stack.dashboard() as web:` an HTTP client logged in to the stack's dashboard."""
+        with httpx.Client(base_url=self.web, timeout=10) as client:
+            r = client.post("/login", data={"password": WEB_PASSWORD, "next": "/"}, follow_redirects=True)
+            assert r.status_code == 200 and "Log out" in r.text, r.text[:300]
+            yield client
 
     def exec(self, cmd: list[str] | str, user: str = "botstack") -> tuple[int, str]:
         result = self.container.get_wrapped_container().exec_run(cmd, user=user, workdir="/app")

@@ -118,7 +118,8 @@ def test_dependency_down_is_not_restarted(start_stack, emulator):
 
 
 def test_crash_loop_backoff_and_report(start_stack):
-    stack = start_stack(BOTSTACK_HEAL_BACKOFF_BASE_S="2")
+    # A crash loop is also a crash cycle; a short cycle window lets the verdict recover in the test.
+    stack = start_stack(BOTSTACK_HEAL_BACKOFF_BASE_S="2", BOTSTACK_HEAL_CYCLE_WINDOW_S="20")
     before = settled(stack)
     entry = "/app/services/web/__main__.py"
     # The fault: the web program now exits at once, every time it starts.

@@ -68,7 +68,7 @@ def test_crash_cycle_is_unhealthy(start_stack, emulator):
           f"crash, Docker unhealthy after {docker_unhealthy_at:.0f} s, {kills} kills")
     assert unhealthy_at is not None and unhealthy_at <= 60, "the verdict never named the crash cycle"
     assert docker_unhealthy_at is not None and docker_unhealthy_at <= 90
-    assert "last: exit status" in verdict, verdict
+    assert "(last: exited unexpectedly" in verdict, verdict
     wait_until(lambda: len([a for a in alerts(emulator, bot_id(token)) if "crash cycle" in a]) == 1, 20,
                "the crash-cycle alert")
     sent = alerts(emulator, bot_id(token))
