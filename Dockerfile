@@ -38,6 +38,7 @@ FROM runtime AS code
 COPY supervisord.conf /app/supervisord.conf
 COPY healthcheck /app/healthcheck
 COPY services /app/services
+COPY yours /app/yours
 RUN rm -rf /app/services/emulator \
  && python -m compileall -q /app
 

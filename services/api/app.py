@@ -14,6 +14,7 @@ from services.api.routes import admin, events, health, metrics, stats, webhook
 from services.common.db import database, make_client
 from services.common.http import identity_router
 from services.common.migrations import migrate_when_reachable
+from services.common.extensions import hooks
 from services.common.settings import settings_or_exit
 
 PROGRAM = "api"
@@ -56,4 +57,6 @@ def create_app() -> FastAPI:
     app.include_router(admin.router)
     app.include_router(metrics.router)
     app.include_router(webhook.router)
+    for _name, router in hooks(settings, "api_router"):  # your routes: services/common/extensions.py
+        app.include_router(router)
     return app

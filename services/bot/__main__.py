@@ -30,6 +30,7 @@ from services.bot.lease import Lease, holder_id, lease_key
 from services.bot.poller import Poller
 from services.bot.status import BotStatus
 from services.common.db import database, make_client
+from services.common.extensions import hooks
 from services.common.logs import setup_logging
 from services.common.migrations import migrate_when_reachable
 from services.common.settings import EX_CONFIG, Settings, require, settings_or_exit
@@ -127,7 +128,9 @@ async def run() -> int:
     handlers.install(app, settings, db)
     jobs.schedule(app, settings.job_interval_s)
     heartbeat = asyncio.create_task(beat_forever(Path(settings.run_dir) / "bot.heartbeat"))
-    migrating = asyncio.create_task(migrate_when_reachable(db, PROGRAM, schema.STEPS))
+    migrating = [asyncio.create_task(migrate_when_reachable(db, PROGRAM, schema.STEPS))]
+    for name, steps in hooks(settings, "SCHEMA_STEPS"):  # your indexes: services/common/extensions.py
+        migrating.append(asyncio.create_task(migrate_when_reachable(db, f"ext:{name}", steps)))
     releasing = asyncio.create_task(release_predecessors(box, stop))
     try:
         try:
@@ -148,7 +151,8 @@ async def run() -> int:
         return 0
     finally:
         heartbeat.cancel()
-        migrating.cancel()
+        for task in migrating:
+            task.cancel()
         releasing.cancel()
         await client.close()
 

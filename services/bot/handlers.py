@@ -8,7 +8,6 @@ most a reply is sent twice.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from datetime import datetime, timezone
 
@@ -27,6 +26,7 @@ from telegram.ext import (
 
 from services.common.buildinfo import build_info
 from services.common.collections import CONTEXTS, MESSAGES, USERS
+from services.common.extensions import hooks
 from services.common.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,8 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
 def install(application: Application, settings: Settings, db: AsyncDatabase) -> None:
     application.bot_data["settings"] = settings
     application.bot_data["db"] = db
-    for name in settings.bot_extensions:  # BOTSTACK_BOT_EXTENSIONS: modules with install(application)
-        importlib.import_module(name).install(application)
+    for _name, install_yours in hooks(settings, "install"):  # your handlers: services/common/extensions.py
+        install_yours(application)
     application.add_handler(MessageHandler(filters.ALL, record_message), group=-1)
     application.add_handler(CommandHandler("start", start))
     application.add_handler(CommandHandler("version", version))

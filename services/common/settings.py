@@ -94,8 +94,9 @@ class Settings(BaseSettings):
     lease_ttl_s: float = Field(15.0, ge=3, le=600)
     poll_timeout_s: int = Field(10, ge=0, le=50)
     job_interval_s: float = Field(60.0, ge=1, le=86400)
-    bot_extensions_csv: str = Field("", validation_alias="BOTSTACK_BOT_EXTENSIONS",
-                                    pattern=r"^[A-Za-z0-9_.,\s]*$")
+    # Your code (see "Make it yours" in the README): modules that each program asks for its hook.
+    extensions_csv: str = Field("", validation_alias="BOTSTACK_EXTENSIONS",
+                                pattern=r"^[A-Za-z0-9_.,\s]*$")
 
     # The durable inbox (services/bot/inbox.py).
     inbox_concurrency: int = Field(64, ge=1, le=1024, description="updates handled at once (different chats)")
@@ -214,9 +215,9 @@ class Settings(BaseSettings):
         return [int(c) for c in self.alert_chat_ids_csv.replace(" ", "").split(",") if c.strip("-")]
 
     @property
-    def bot_extensions(self) -> list[str]:
-        """Modules whose install(application) adds handlers (BOTSTACK_BOT_EXTENSIONS, comma-separated)."""
-        return [name.strip() for name in self.bot_extensions_csv.split(",") if name.strip()]
+    def extensions(self) -> list[str]:
+        """Your modules (BOTSTACK_EXTENSIONS, comma-separated): services/common/extensions.py."""
+        return [name.strip() for name in self.extensions_csv.split(",") if name.strip()]
 
     @property
     def build_sha(self) -> str:
@@ -235,7 +236,7 @@ class Settings(BaseSettings):
 # Settings one program alone uses. A bad value stops that program (exit 78) and no other: the
 # rest run with the default and report the error. Everything else is shared and stops all.
 _BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret", "lease_ttl_s", "poll_timeout_s",
-        "job_interval_s", "bot_extensions_csv", "inbox_concurrency", "inbox_max_attempts", "inbox_retry_base_s",
+        "job_interval_s", "inbox_concurrency", "inbox_max_attempts", "inbox_retry_base_s",
         "inbox_claim_ttl_s", "inbox_retention_h", "rate_overall_per_s", "rate_group_per_min", "rate_chat_per_s",
         "rate_max_retries")
 _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s", "heal_hang_term_grace_s",

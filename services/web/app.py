@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from fastapi import FastAPI, Form, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
@@ -23,6 +23,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from services.common.buildinfo import build_info
 from services.common.db import make_sync_client
+from services.common.extensions import hooks
 from services.common.http import identity_router
 from services.common.logs import redact
 from services.common.settings import refuse, settings_or_exit
@@ -192,6 +193,14 @@ def create_app() -> FastAPI:
             backups, actions, deploys, error = [], [], [], f"the database did not answer ({type(exc).__name__})"
         return page(request, "operations.html", {"backups": backups, "actions": actions, "deploys": deploys,
                                                  "error": error, "restartable": RESTARTABLE})
+
+    # --- your pages (services/common/extensions.py), behind the same login ---------------------------
+    def logged_in(request: Request) -> None:
+        if not access.may_read(request):
+            raise HTTPException(status_code=401, detail="log in to the dashboard first (/login)")
+
+    for _name, router in hooks(settings, "web_router"):
+        app.include_router(router, dependencies=[Depends(logged_in)])
 
     # --- actions: a confirmation page, then the POST -------------------------------------------------
     ACTIONS = {"restart": "Restart {target}", "backup": "Take a backup now",

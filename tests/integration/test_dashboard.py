@@ -70,7 +70,7 @@ def confirm(driver, base: str, link_text: str) -> str:
 
 def test_dashboard_in_a_browser(start_stack, emulator, browser):
     token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
-    stack = start_stack(TELEGRAM_BOT_TOKEN=token, BOTSTACK_BOT_EXTENSIONS="botstack_testkit",
+    stack = start_stack(TELEGRAM_BOT_TOKEN=token, BOTSTACK_EXTENSIONS="botstack_testkit",
                         BOTSTACK_INBOX_MAX_ATTEMPTS="1")
     stack.wait_healthy()
     bot = token.split(":")[0]

@@ -26,7 +26,7 @@ VERSIONS = {
     # Deliberately broken: the API refuses its settings, so the stack never becomes ready.
     "deploy-x": ("e" * 40, "ENV MONGODB_URI=nonsense\n"),
     # Deliberately broken the quiet way: the API is fine, the bot dies at start, every time.
-    "deploy-y": ("f" * 40, "ENV BOTSTACK_BOT_EXTENSIONS=no_such_module\n"),
+    "deploy-y": ("f" * 40, "ENV BOTSTACK_EXTENSIONS=botstack_crash_at_start\n"),
 }
 
 

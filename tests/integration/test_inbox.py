@@ -3,7 +3,7 @@
 Each test uses a bot token of its own, so the emulator's queues, flood counters and sent
 messages are that test's alone. The misbehaving handlers (/block, /fail, /burst) come from the
 offline image's test kit (tests/integration/offline/testkit), loaded through
-BOTSTACK_BOT_EXTENSIONS like a user's own module.
+BOTSTACK_EXTENSIONS like a user's own module.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.integration.harness import figure, wait_until
 
 pytestmark = pytest.mark.integration
 
-TESTKIT = {"BOTSTACK_BOT_EXTENSIONS": "botstack_testkit"}
+TESTKIT = {"BOTSTACK_EXTENSIONS": "botstack_testkit"}
 
 
 def new_token() -> str:

@@ -1,4 +1,4 @@
-"""TEST-ONLY bot handlers, loaded in the offline test image with BOTSTACK_BOT_EXTENSIONS=botstack_testkit
+"""TEST-ONLY bot handlers, loaded in the offline test image with BOTSTACK_EXTENSIONS=botstack_testkit
 (the same hook a user's own code can use). They misbehave on purpose:
 
   /block S   blocks the event loop for S seconds (a handler that hangs the bot)
