@@ -92,7 +92,7 @@ HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --start-interval=1s --
 CMD ["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081"]
 
 
-FROM app AS standalone
+FROM app AS with-mongodb
 
 # MongoDB Community Server 8.0 (LTS) from MongoDB's own repository, signed with the
 # 8.0 release key (checked by fingerprint) and pinned to one version.
@@ -116,3 +116,16 @@ RUN set -eux; \
     apt-get purge -y --auto-remove curl gnupg; \
     rm -rf "$GNUPGHOME" /tmp/mongodb.asc /var/lib/apt/lists/* /var/lib/mongodb /etc/mongod.conf
 USER botstack
+
+
+# DEVELOPMENT ONLY (compose.dev.yaml): the standalone image plus watchfiles, so that api, web and
+# the bot reload when the mounted code changes. No production target contains it, and without it
+# BOTSTACK_RELOAD refuses to start (services/common/reloading.py).
+FROM with-mongodb AS dev
+USER root
+RUN pip install --no-cache-dir --disable-pip-version-check watchfiles==1.3.0
+USER botstack
+
+
+# The default target (last, so that `docker build .` and Railway build it): the app and its mongod.
+FROM with-mongodb AS standalone

@@ -157,5 +157,14 @@ async def run() -> int:
         await client.close()
 
 
-if __name__ == "__main__":
+def serve() -> None:
     raise SystemExit(asyncio.run(run()))
+
+
+if __name__ == "__main__":
+    if settings_or_exit(PROGRAM).reload:  # development only (compose.dev.yaml)
+        from services.common.reloading import run_reloading
+
+        run_reloading(PROGRAM, "services.bot.__main__.serve")
+    else:
+        serve()
