@@ -17,7 +17,9 @@ from tests.integration.harness import PROGRAMS, figure, http_get, identities, wa
 
 pytestmark = pytest.mark.integration
 
-HANG_BUDGET_S = 10.0
+# The hang budget, measured with the suite's two pytest-xdist workers sharing the 2 cores (a
+# docker exec to read supervisord's state takes its part of it): 6-10 s seen.
+HANG_BUDGET_S = 12.0
 SOAK_S = float(os.environ.get("BOTSTACK_SOAK_S", "120"))
 CLK_TCK = 100  # Linux USER_HZ, as /proc/<pid>/stat counts CPU time
 

@@ -75,7 +75,8 @@ class Swarm:
         service["networks"] = [self.network.name]
         service["healthcheck"] = {"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "30s",
                                   "start_interval": "1s"}
-        service["deploy"]["update_config"]["monitor"] = "45s"
+        # Longer than the test healthcheck needs to call a task unhealthy (30 s + 3 x 5 s = 45 s).
+        service["deploy"]["update_config"]["monitor"] = "70s"
         spec["networks"] = {self.network.name: {"external": True}}
         return spec
 
