@@ -70,8 +70,9 @@ def confirm(driver, base: str, link_text: str) -> str:
 
 def test_dashboard_in_a_browser(start_stack, emulator, browser):
     token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    admin_token = secrets.token_hex(16)
     stack = start_stack(TELEGRAM_BOT_TOKEN=token, BOTSTACK_EXTENSIONS="botstack_testkit",
-                        BOTSTACK_INBOX_MAX_ATTEMPTS="1")
+                        BOTSTACK_INBOX_MAX_ATTEMPTS="1", BOTSTACK_ADMIN_TOKEN=admin_token)
     stack.wait_healthy()
     bot = token.split(":")[0]
     failing = emulator.inject(bot, "/fail", user={"id": 8001, "first_name": "Ada"})
@@ -122,6 +123,14 @@ def test_dashboard_in_a_browser(start_stack, emulator, browser):
     phone.get(f"{base}/timeline")
     phone.save_screenshot(str(LOG_DIR / "dashboard-timeline-phone.png"))
     assert viewport == 390 and width <= viewport, f"the overview is {width} px wide on a {viewport} px phone"
+
+    # No secret in any page or JSON endpoint, logged in.
+    with stack.dashboard() as web:
+        for path in ("/", "/overview.json", "/timeline?range=7d", "/bot", "/operations", "/confirm?action=backup",
+                     "/login", "/version", "/health"):
+            body = web.get(path).text
+            for secret in (token, token.split(":")[1], admin_token, WEB_PASSWORD):
+                assert secret not in body, f"a secret on {path}"
 
     driver.find_element(By.CSS_SELECTOR, "header form button").click()
     wait_until(lambda: "/login" in driver.current_url, 10, "the login page after logging out")
