@@ -246,7 +246,7 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
             status = swarm.service.attrs.get("UpdateStatus") or {}
             return status.get("State") == "rollback_completed" and status
 
-        status = wait_until(rolled_back, 300, "Swarm rolling the update back", interval_s=1)
+        status = wait_until(rolled_back, 480, "Swarm rolling the update back", interval_s=1)
         elapsed = time.monotonic() - t0
         wait_until(lambda: len(swarm.healthy_replicas(swarm.image)) == REPLICAS, 120,
                    f"{REPLICAS} healthy replicas of the previous version")
