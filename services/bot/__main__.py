@@ -20,7 +20,7 @@ from pymongo.errors import PyMongoError
 from telegram.error import InvalidToken
 from telegram.ext import Application, ApplicationBuilder
 
-from services.bot import handlers, inbox, jobs, schema, webhook
+from services.bot import handlers, inbox, schema, webhook
 from services.bot.botapi import until_it_works
 from services.bot.flood import FloodSafeLimiter
 from services.bot.heartbeat import beat_forever
@@ -126,7 +126,6 @@ async def run() -> int:
     app.bot_data["instance"] = status.instance
     inbox.install(app, box)
     handlers.install(app, settings, db)
-    jobs.schedule(app, settings.job_interval_s)
     heartbeat = asyncio.create_task(beat_forever(Path(settings.run_dir) / "bot.heartbeat"))
     migrating = [asyncio.create_task(migrate_when_reachable(db, PROGRAM, schema.STEPS))]
     for name, steps in hooks(settings, "SCHEMA_STEPS"):  # your indexes: services/common/extensions.py

@@ -1,31 +1,21 @@
-"""What the bot does with an update. One handler per behaviour.
+"""What the platform itself does with an update: count every message, answer /version, log a
+handler's error. Everything else a bot does is yours (`yours/`; the shipped example is
+`yours/example/`), installed here through services/common/extensions.py.
 
-Handlers run at least once per update: the inbox runs an update again when its process died
-before it was marked done. So every write here is keyed by the update (an upsert on update_id,
-or a filter that skips an update already applied), and a re-run changes nothing stored; at
-most a reply is sent twice.
+Handlers run at least once per update (the inbox runs an update again when its process died
+before it was marked done), so the count is keyed by update_id: a re-run changes nothing.
 """
 
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Update
-from telegram.ext import (
-    Application,
-    CallbackQueryHandler,
-    CommandHandler,
-    ContextTypes,
-    MessageHandler,
-    filters,
-)
+from telegram import Update
+from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from services.common.buildinfo import build_info
-from services.common.collections import CONTEXTS, MESSAGES, USERS
+from services.common.collections import MESSAGES
 from services.common.extensions import hooks
 from services.common.settings import Settings
 
@@ -55,26 +45,6 @@ async def record_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     )
 
 
-async def start(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/start: remember the user and greet them."""
-    user = update.effective_user
-    now = datetime.now(timezone.utc)
-    await _db(context)[USERS].update_one(
-        {"_id": user.id},
-        {
-            "$set": {
-                "first_name": user.first_name,
-                "username": user.username,
-                "language_code": user.language_code,
-                "last_seen": now,
-            },
-            "$setOnInsert": {"first_seen": now},
-        },
-        upsert=True,
-    )
-    await update.effective_message.reply_text(f"Hello, {user.first_name}! botstack is listening.", do_quote=True)
-
-
 async def version(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """/version: which build answers, and since when."""
     info = build_info(context.bot_data["settings"], "bot")
@@ -86,58 +56,6 @@ async def version(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         f"instance {context.bot_data.get('instance', '?')}",
         do_quote=True,
     )
-
-
-PRESS = "press"
-
-
-def _keyboard() -> InlineKeyboardMarkup:
-    return InlineKeyboardMarkup([[InlineKeyboardButton("Press me", callback_data=PRESS)]])
-
-
-async def menu(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/menu: a message with an inline button (the "buttons don't work" check)."""
-    await update.effective_message.reply_text("Press the button:", reply_markup=_keyboard(), do_quote=True)
-
-
-async def pressed(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """The button: answer the callback (or the client spins forever) and edit the message."""
-    query = update.callback_query
-    try:  # counted once per update: one user's updates run in order, so update ids only grow
-        doc = await _db(context)[CONTEXTS].find_one_and_update(
-            {"_id": query.from_user.id, "last_press": {"$not": {"$gte": update.update_id}}},
-            {"$inc": {"presses": 1}, "$set": {"last_press": update.update_id}},
-            upsert=True, return_document=ReturnDocument.AFTER,
-        )
-    except DuplicateKeyError:  # this press was counted before a crash; count it once
-        doc = await _db(context)[CONTEXTS].find_one({"_id": query.from_user.id})
-    await query.answer("Pressed")
-    await query.edit_message_text(f"Pressed {doc['presses']} time(s).", reply_markup=_keyboard())
-
-
-async def remember(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/remember <text>: keep a note in the user's context, stored in MongoDB."""
-    note = " ".join(context.args).strip()
-    if not note:
-        await update.effective_message.reply_text("Usage: /remember <text>", do_quote=True)
-        return
-    try:  # the filter skips a note this update already stored (a re-run after a crash)
-        await _db(context)[CONTEXTS].update_one(
-            {"_id": update.effective_user.id, "notes.update_id": {"$ne": update.update_id}},
-            {"$push": {"notes": {"text": note, "update_id": update.update_id}}},
-            upsert=True,
-        )
-    except DuplicateKeyError:
-        log.info("note of update %s was stored before; not stored twice", update.update_id)
-    await update.effective_message.reply_text("Noted.", do_quote=True)
-
-
-async def recall(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """/recall: the user's context, as stored (survives restarts and redeploys)."""
-    doc = await _db(context)[CONTEXTS].find_one({"_id": update.effective_user.id}) or {}
-    notes = [n["text"] if isinstance(n, dict) else str(n) for n in doc.get("notes", [])]
-    text = "Notes: " + "; ".join(notes) if notes else "No notes yet."
-    await update.effective_message.reply_text(f"{text}\nPresses: {doc.get('presses', 0)}", do_quote=True)
 
 
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -152,10 +70,5 @@ def install(application: Application, settings: Settings, db: AsyncDatabase) -> 
     for _name, install_yours in hooks(settings, "install"):  # your handlers: services/common/extensions.py
         install_yours(application)
     application.add_handler(MessageHandler(filters.ALL, record_message), group=-1)
-    application.add_handler(CommandHandler("start", start))
     application.add_handler(CommandHandler("version", version))
-    application.add_handler(CommandHandler("menu", menu))
-    application.add_handler(CommandHandler("remember", remember))
-    application.add_handler(CommandHandler("recall", recall))
-    application.add_handler(CallbackQueryHandler(pressed, pattern=f"^{PRESS}$"))
     application.add_error_handler(on_error)

@@ -51,11 +51,12 @@ log = logging.getLogger("botstack.bot.inbox")
 
 COLLECTION = "inbox"
 PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
-STATES = (PENDING, CLAIMED, DONE, FAILED)
 DUPLICATE_KEY = 11000
 RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
 SUSPECT_AFTER = 2  # abandoned this often: handled alone
-FLUSH_EVERY_S = 0.2  # finished updates are marked done in batches
+# A claim costs three round trips and marking done one: both are done for many updates at a time.
+FLUSH_EVERY_S = 0.2  # finished updates are marked done at least this often...
+DONE_BATCH = 64  # ...or as soon as this many are waiting
 CLEANUP_EVERY_S = 600.0
 RETRY_MAX_S = 300.0
 ERROR_CHARS = 500
@@ -105,6 +106,7 @@ class Inbox:
         self._done: list[str] = []
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
+        self._suspects_maybe = True  # False once a look found none; looked for again every RECOVER_EVERY_S
         self.stopping = False  # set on SIGTERM: what has not started yet is handed back, not run
 
     def key(self, update_id: int) -> str:
@@ -157,19 +159,24 @@ class Inbox:
         the claims of what runs; recover abandoned claims; park what exhausted its attempts;
         clean up old done entries."""
         self.app = app
-        last_renew = last_recover = 0.0
+        last_renew = last_recover = last_flush = 0.0
         while not stop.is_set():
             self._wake.clear()
             try:
-                await self._flush_done()
-                if time.monotonic() - last_renew > self.claim_ttl_s / 3:
+                now = time.monotonic()
+                if self._done and (len(self._done) >= DONE_BATCH or now - last_flush >= FLUSH_EVERY_S
+                                   or not self.in_flight):
+                    await self._flush_done()
+                    last_flush = now
+                if now - last_renew > self.claim_ttl_s / 3:
                     await self._renew()
-                    last_renew = time.monotonic()
-                if time.monotonic() - last_recover > RECOVER_EVERY_S:
+                    last_renew = now
+                if now - last_recover > RECOVER_EVERY_S:
                     await self._recover_abandoned()
                     await self._park_exhausted()
                     await self._cleanup()
-                    last_recover = time.monotonic()
+                    self._suspects_maybe = True  # and a suspect's retry may have come due
+                    last_recover = now
                 claimed = await self._claim_suspect() + await self._claim_due()
             except PyMongoError as exc:
                 log.warning("inbox unavailable (%s); updates wait in MongoDB and at Telegram", type(exc).__name__)
@@ -179,21 +186,28 @@ class Inbox:
                 continue  # more may be due
             waking = asyncio.create_task(self._wake.wait())
             stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({waking, stopping}, timeout=RECOVER_EVERY_S, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waking, stopping}, timeout=FLUSH_EVERY_S if self._done else RECOVER_EVERY_S,
+                               return_when=asyncio.FIRST_COMPLETED)
             waking.cancel()
             stopping.cancel()
 
     async def _claim_due(self) -> int:
+        """Refill the window once half of it is free (or nothing runs), not slot by slot."""
         room = self.window - len(self.in_flight)
+        if room < max(1, self.window // 2) and self.in_flight:
+            return 0
         which = {"abandoned": {"$lt": min(SUSPECT_AFTER, self.max_attempts)}}
-        return await self._claim(which, room) if room > 0 else 0
+        return await self._claim(which, room)
 
     async def _claim_suspect(self) -> int:
         """Updates left behind by dead processes twice, one at a time: if one of them kills the
         bot, it dies alone and only its count grows."""
-        if any(suspect for _, suspect in self.in_flight.values()):
+        if not self._suspects_maybe or any(suspect for _, suspect in self.in_flight.values()):
             return 0
-        return await self._claim({"abandoned": {"$gte": SUSPECT_AFTER, "$lt": self.max_attempts}}, 1, suspect=True)
+        claimed = await self._claim({"abandoned": {"$gte": SUSPECT_AFTER, "$lt": self.max_attempts}}, 1,
+                                    suspect=True)
+        self._suspects_maybe = bool(claimed)  # the next one is looked for when this one is finished
+        return claimed
 
     async def _claim(self, which: dict, limit: int, suspect: bool = False) -> int:
         now = _now()
@@ -231,7 +245,7 @@ class Inbox:
 
     async def _recover_abandoned(self, holder: str | None = None) -> int:
         """Claims whose process died: expired ones, or (`holder`) those of this container's
-        previous bot process. They are due again, as suspects."""
+        previous bot process. They are due again (after a second death, as suspects)."""
         which = {"claimed_by": holder} if holder else {"claim_until": {"$lt": _now()}}
         result = await self.collection.update_many(
             {"bot": self.bot_id, "state": CLAIMED, **which},
@@ -294,8 +308,9 @@ class Inbox:
         error = self._errors.pop(update.update_id, None)
         if taken is None:
             return  # not from the inbox (never happens in production)
-        token, _ = taken
+        token, suspect = taken
         doc_id = self.key(update.update_id)
+        self._suspects_maybe = self._suspects_maybe or suspect
         self._wake.set()
         if error is None:
             self._done.append(doc_id)

@@ -3,7 +3,6 @@
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.bot.inbox import COLLECTION as INBOX
-from services.bot.jobs import ORDERS, RUNS
 from services.common.collections import MESSAGES, USERS
 from services.common.migrations import expiring_index
 
@@ -16,8 +15,7 @@ async def v1(db: AsyncDatabase) -> None:
 
 
 async def v2(db: AsyncDatabase) -> None:
-    await db[ORDERS].create_index([("status", 1), ("created_at", 1)])
-    await expiring_index(db, RUNS, "at", WEEK_S)
+    """Was the example job's indexes (orders, job_runs): they moved with it to yours/example."""
 
 
 async def v3(db: AsyncDatabase) -> None:

@@ -3,8 +3,9 @@
 
 Limits (https://core.telegram.org/bots/faq#my-bot-is-hitting-limits-how-do-i-avoid-this): about
 one message per second in a chat (short bursts pass), 20 messages per minute in a group, 30
-messages per second overall. Counted over sliding windows of sendMessage calls. A refused call
-blocks its scope (the chat, or every chat for the overall limit) for `retry_after` seconds.
+messages per second overall. Counted over sliding windows of sendMessage calls. A call over a
+limit blocks its scope (the chat, or every chat for the overall limit) for `retry_after` seconds;
+calls during the block are refused with the time left (they do not prolong it).
 
 Beyond the real server, for tests: a call that repeats a refused one (same chat, same text)
 before its retry_after has passed is counted as an early retry, so a test can prove a bot obeys.
@@ -62,12 +63,13 @@ class FloodControl:
             self.early_retries += 1
         scopes = [("group" if chat < 0 else "private", chat), (OVERALL, OVERALL)]
         for kind, key in scopes:
-            wait = self._blocked.get(key, 0.0) - now
-            if wait <= 0:
+            wait = self._blocked.get(key, 0.0) - now  # a call while blocked learns what is left,
+            if wait <= 0:                              # and does not extend the block
                 wait = self._over_limit(kind, key, now)
+                if wait > 0:
+                    self._blocked[key] = now + math.ceil(wait)
             if wait > 0:
                 retry_after = max(1, math.ceil(wait))
-                self._blocked[key] = now + retry_after
                 self._refused_calls[call] = now + retry_after
                 self.refused += 1
                 raise ApiError.too_many_requests(retry_after)

@@ -6,6 +6,7 @@ Times are printed (`pytest -s`) for the issue's note.
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import time
@@ -13,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import figure, http_get, identities, wait_until
+from tests.integration.harness import figure, http_get, identities, replies, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,13 +48,29 @@ def alerting_stack(start_stack, **env):
     return stack, token
 
 
+def remember(emulator, bot: str, n: int) -> int:
+    """One /remember from user n: stored once per update, whatever dies meanwhile."""
+    return emulator.inject(bot, f"/remember note-{n}", user={"id": 7_500_000 + n, "first_name": f"U{n}"})
+
+
+def lost_and_repeated(emulator, bot: str, ids: list[int], timeout_s: float = 120) -> int:
+    """Wait until every update was answered; the number of replies sent more than once."""
+    wait_until(lambda: all(replies(emulator, bot, ids).values()), timeout_s,
+               f"a reply to each of the {len(ids)} updates sent during the fault", interval_s=1)
+    return sum(n - 1 for n in replies(emulator, bot, ids).values())
+
+
 def test_crash_cycle_is_unhealthy(start_stack, emulator):
+    """Killed every 7 s while users keep writing: unhealthy within a minute, one alert, and every
+    update sent during the cycle answered, its note stored exactly once."""
     stack, token = alerting_stack(start_stack)
     settled(stack)
     t0 = time.monotonic()
     unhealthy_at = docker_unhealthy_at = None
     kills = 0
+    ids: list[int] = []
     while time.monotonic() - t0 < 90 and docker_unhealthy_at is None:
+        ids.append(remember(emulator, bot_id(token), len(ids)))
         if time.monotonic() - t0 >= kills * 7:
             stack.signal(stack.bot_pid(), "KILL")
             kills += 1
@@ -75,6 +92,11 @@ def test_crash_cycle_is_unhealthy(start_stack, emulator):
     figure(f"alerts for {kills} crashes: {len(sent)}: {sent}")
     assert len([a for a in sent if "crash cycle" in a]) == 1
     assert len(sent) <= 3, sent
+    repeated = lost_and_repeated(emulator, bot_id(token), ids)
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    figure(f"crash cycle under traffic: {len(ids)} updates sent during {kills} kills, all answered, "
+           f"{repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users")
+    assert len(notes) == len(ids) and set(notes) == {1}, "a note lost or stored twice"
 
 
 def bot_id(token: str) -> str:
@@ -144,12 +166,14 @@ def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_im
     assert "git_sha" in emulator.ask(stack.bot_id, "/version", timeout_s=30)
 
     mark = len(stack.logs())
+    ids = [remember(emulator, stack.bot_id, 0)]
     external_db.container.get_wrapped_container().stop(timeout=10)
     code, out = wait_until(lambda: (r := stack.health())[1].startswith("degraded") and r, 30, "a degraded verdict")
     assert code == 0 and "mongodb" in out, out
     end = time.monotonic() + 20  # longer than any probe's detection time
-    while time.monotonic() < end:
+    while time.monotonic() < end:  # users keep writing through the outage
         assert identities(stack.programs(), running) == identities(before, running), "a program was restarted"
+        ids.append(remember(emulator, stack.bot_id, len(ids)))
         time.sleep(2)
     assert stack.programs()["mongodb"]["statename"] == "STOPPED"
     assert "restart program=" not in stack.logs()[mark:]
@@ -157,7 +181,15 @@ def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_im
     external_db.container.get_wrapped_container().start()
     wait_until(lambda: stack.health()[1].startswith("healthy"), 90, "healthy again")
     assert identities(stack.programs(), running) == identities(before, running)
-    assert "git_sha" in emulator.ask(stack.bot_id, "/version", timeout_s=30)
+    repeated = lost_and_repeated(emulator, stack.bot_id, ids)
+    result = external_db.container.get_wrapped_container().exec_run(
+        ["python", "-c", "import json; from pymongo import MongoClient; db = MongoClient('mongodb://127.0.0.1:27017/"
+         "?directConnection=true').botstack; print(json.dumps([len(d.get('notes', [])) for d in "
+         "db.user_contexts.find({'_id': {'$gte': 7500000}})]))"])
+    notes = json.loads(result.output.decode().strip().splitlines()[-1])
+    figure(f"external MongoDB down 20 s: {len(ids)} updates sent around the outage, all answered after it, "
+           f"{repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users, 0 restarts")
+    assert len(notes) == len(ids) and set(notes) == {1}, "a note lost or stored twice"
 
 
 def test_alerts(start_stack, emulator):

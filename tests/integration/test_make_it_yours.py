@@ -1,8 +1,10 @@
-"""Make it yours: one file in `yours/` adds a bot command with a button, an API route that reads
-what the bot stored, a dashboard page and an index — and no platform file is touched.
+"""Make it yours: the shipped example (`yours/example/`) deleted as a whole, and one file in
+`yours/` that adds a bot command with a button, an API route that reads what the bot stored, a
+dashboard page and an index — and no platform file is touched.
 
-The test copies the project as git sees it, adds the file, builds the `app` target of the copy
-(offline: with the FerretDB stand-in on top, as every test image), and talks to all three.
+The test copies the project as git sees it, deletes the example, adds the file, builds the `app`
+target of the copy (offline: with the FerretDB stand-in on top, as every test image), and talks
+to all three.
 """
 
 from __future__ import annotations
@@ -84,10 +86,14 @@ def project_copy(target) -> None:
 def test_user_feature_in_its_own_place(tmp_path, build_identity, start_stack, emulator):
     copy = tmp_path / "project"
     project_copy(copy)
+    shutil.rmtree(copy / "yours" / "example")
     (copy / "yours" / "ping.py").write_text(PING)
     changed = [str(p.relative_to(copy)) for p in copy.rglob("*") if p.is_file()
                and not (ROOT / p.relative_to(copy)).is_file()]
     assert changed == ["yours/ping.py"], changed
+    missing = {str(p.relative_to(ROOT)).split("/")[1] for p in (ROOT / "yours").rglob("*.py")
+               if not (copy / p.relative_to(ROOT)).exists()}
+    assert missing == {"example"}, missing
     assert all(filecmp.cmp(copy / p, ROOT / p, shallow=False) for p in ("Dockerfile", "services/bot/handlers.py"))
 
     args = dict(build_identity)
@@ -104,6 +110,7 @@ def test_user_feature_in_its_own_place(tmp_path, build_identity, start_stack, em
     bot = token.split(":")[0]
     stack = start_stack(image=image, TELEGRAM_BOT_TOKEN=token)
     stack.wait_healthy()
+    start = emulator.inject(bot, "/start", user={"id": 9100, "first_name": "You"})
     reply = emulator.reply_to(bot, emulator.inject(bot, "/ping", user={"id": 9100, "first_name": "You"}), 30)
     assert reply["text"] == "pong"
     press = emulator.inject_callback(bot, reply["message_id"], "ping-again", user={"id": 9100, "first_name": "You"})
@@ -115,3 +122,8 @@ def test_user_feature_in_its_own_place(tmp_path, build_identity, start_stack, em
         assert "<h1>Pings</h1>" in web.get("/pings").text
     indexes = stack.db("sorted(i['name'] for i in db.pings.list_indexes())")
     assert "user_1" in indexes
+    # the example is gone, the platform is not: /start (the example's) is handled without a reply
+    wait_until(lambda: stack.db(f"db.inbox.find_one({{'update_id': {start}}})['state']") == "done", 30,
+               "/start handled")
+    assert emulator.responses_to(bot, start) == []
+    assert "git_sha" in emulator.ask(bot, "/version", timeout_s=30)

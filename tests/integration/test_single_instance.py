@@ -159,7 +159,10 @@ def test_webhook_secret(start_stack, emulator):
 
 
 def test_button_and_context_survive_restart(start_stack, emulator):
-    stack = start_stack()
+    """The example's button and notes (yours/example) survive a restart of the bot; its API route
+    reads the notes, behind the admin token."""
+    admin_token = secrets.token_hex(16)
+    stack = start_stack(BOTSTACK_ADMIN_TOKEN=admin_token)
     stack.wait_healthy()
     wait_until(lambda: stack.bot_status().get("role") == "active", 30, "the bot active")
     user = {"id": 9001, "first_name": "Ada"}
@@ -179,3 +182,6 @@ def test_button_and_context_survive_restart(start_stack, emulator):
     assert stack.programs()["bot"]["pid"] != old_pid
     recall = emulator.reply_to(stack.bot_id, emulator.inject(stack.bot_id, "/recall", user=user), timeout_s=40)
     assert "buy milk" in recall["text"] and "Presses: 1" in recall["text"]
+    assert http_get(f"{stack.api}/api/v1/notes/9001").status_code == 401
+    notes = httpx.get(f"{stack.api}/api/v1/notes/9001", headers={"Authorization": f"Bearer {admin_token}"})
+    assert notes.json() == {"user_id": 9001, "notes": ["buy milk"]}

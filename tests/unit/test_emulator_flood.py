@@ -64,3 +64,15 @@ def test_switched_off_it_never_refuses(clock):
     control = FloodControl(enabled=False)
     assert all(send(control, 5, f"m{i}") is None for i in range(100))
     assert control.check("getUpdates", {}) is None
+
+
+def test_calls_during_a_block_learn_the_time_left_and_do_not_prolong_it(clock):
+    control = FloodControl()
+    for i in range(3):
+        send(control, 5, f"m{i}")
+    assert send(control, 5, "m3") == 3
+    for step in range(5):  # a client that keeps asking, every half second
+        clock[0] += 0.5
+        assert send(control, 5, f"impatient {step}") == 3 - int(0.5 * (step + 1))
+    clock[0] += 0.6  # 3.1 s after the block began
+    assert send(control, 5, "m3") is None

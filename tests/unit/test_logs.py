@@ -81,3 +81,13 @@ def test_every_line_of_a_logged_traceback_names_the_program(restore_logging, cap
     assert len(lines) > 1  # message line plus the traceback
     for line in lines:
         assert " api " in f" {line} ", line
+
+
+def test_the_password_of_a_mongodb_uri_is_masked_wherever_it_appears():
+    from services.common.logs import redact
+
+    text = ("ServerSelectionTimeoutError for mongodb://app:s3cr%40t@db:27017/?authSource=admin, "
+            "retrying mongodb+srv://ops:hunter2@cluster.example.net/botstack")
+    masked = redact(text)
+    assert "s3cr%40t" not in masked and "hunter2" not in masked
+    assert "mongodb://app:***@db:27017" in masked and "mongodb+srv://ops:***@cluster.example.net" in masked

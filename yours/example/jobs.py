@@ -1,9 +1,9 @@
 """Scheduled work that runs once per interval, across restarts and instances.
 
-The sample job stands for what real bots do every minute (expire unpaid orders, send
-reminders). python-telegram-bot's JobQueue fires it; before doing anything, a run claims its
-interval slot under a unique key in MongoDB, so a restart inside an interval, or a second
-instance sharing the database, finds the slot taken and does nothing.
+It stands for what real bots do every minute (expire unpaid orders, send reminders); the
+interval is BOTSTACK_JOB_INTERVAL_S. python-telegram-bot's JobQueue fires it; before doing
+anything, a run claims its interval slot under a unique key in MongoDB, so a restart inside an
+interval, or a second instance sharing the database, finds the slot taken and does nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from pymongo.errors import DuplicateKeyError, PyMongoError
 from telegram.ext import Application, ContextTypes
 
-log = logging.getLogger("botstack.bot.jobs")
+log = logging.getLogger(__name__)
 
 RUNS = "job_runs"
 STATS = "job_stats"
