@@ -36,6 +36,11 @@ log = logging.getLogger("botstack.bot.poller")
 
 STANDBY_RETRY_S = 1.0
 LOG_EVERY_S = 60.0
+# Every step of a turn is bounded (database calls by their timeouts, the long poll by its
+# cancellation), so ending one takes well under this. Seen once in CI: a turn that never ended
+# after an external database went away, with the bot's heartbeat alive. The bot then waits no
+# longer than this, names what is stuck and where, and competes for the lease again.
+TURN_END_S = 15.0
 
 
 class Poller:
@@ -69,7 +74,7 @@ class Poller:
             holding.set()
             for task in (polling, keeping, stopping):
                 task.cancel()
-            await asyncio.gather(polling, keeping, stopping, dispatching, return_exceptions=True)
+            await self._end_turn(polling, keeping, stopping, dispatching)
             if polling.done() and not polling.cancelled() and polling.exception():
                 raise polling.exception()
             if stop.is_set():
@@ -77,6 +82,18 @@ class Poller:
                 return
             log.warning("lease lost: polling stopped; this instance is on standby")
             self.status.set(role="standby", lease_holder=None)
+
+    @staticmethod
+    async def _end_turn(*tasks: asyncio.Task) -> None:
+        """Wait for the turn's tasks to end, but not for ever (see TURN_END_S)."""
+        ended, stuck = await asyncio.wait(tasks, timeout=TURN_END_S)
+        for task in ended:  # retrieved here; the caller re-raises the poll's own error
+            if not task.cancelled():
+                task.exception()
+        for task in stuck:
+            log.error("the %s task did not end %.0f s after the polling turn ended; left behind, at %s",
+                      task.get_name(), TURN_END_S, _awaiting(task))
+            task.cancel()
 
     async def _try_acquire(self) -> bool:
         try:
@@ -172,3 +189,13 @@ class Poller:
         log.log(level, message, *args)
         self._quiet_until, self._suppressed = now + LOG_EVERY_S, 0
 
+
+def _awaiting(task: asyncio.Task) -> str:
+    """Where a suspended task waits: its chain of awaits, outermost first."""
+    parts, coro = [], task.get_coro()
+    while coro is not None and len(parts) < 16:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            parts.append(f"{frame.f_code.co_name} ({frame.f_code.co_filename.rsplit('/', 1)[-1]}:{frame.f_lineno})")
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " -> ".join(parts) or "unknown"
