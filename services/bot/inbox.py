@@ -1,4 +1,4 @@
-"""The durable inbox: no update is lost between Telegram and the end of its handlers.
+r"""The durable inbox: no update is lost between Telegram and the end of its handlers.
 
 python-telegram-bot's Updater confirms updates to Telegram as soon as it has queued them, so a
 crash loses whatever was queued. Here every update is written to MongoDB (journaled) *before*

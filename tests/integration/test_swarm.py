@@ -75,8 +75,10 @@ class Swarm:
         service["networks"] = [self.network.name]
         service["healthcheck"] = {"interval": "5s", "timeout": "5s", "retries": 3, "start_period": "30s",
                                   "start_interval": "1s"}
-        # Longer than the test healthcheck needs to call a task unhealthy (30 s + 3 x 5 s = 45 s).
-        service["deploy"]["update_config"]["monitor"] = "70s"
+        # Longer than the test healthcheck needs to call a crash-looping task unhealthy: 30 s + 3 x 5 s
+        # = 45 s at the least, but each restart's STARTING moment passes a check and resets Docker's
+        # count, and under two test workers it took more than 70 s.
+        service["deploy"]["update_config"]["monitor"] = "150s"
         spec["networks"] = {self.network.name: {"external": True}}
         return spec
 
