@@ -2,7 +2,14 @@
 
 usage: python -m healthcheck          run the sidecar (supervisord starts it; see supervisor.conf)
        python -m healthcheck status   print the latest verdict: exit 0 when healthy or degraded
-                                      (programs alive, a dependency down), 1 when unhealthy
+                                      (programs alive, a dependency down), 1 when unhealthy or
+                                      while a program is STARTING
+
+Docker's health check and Swarm's rolling updates run `status`. A program that is STARTING is
+not up yet: the container is not healthy while it is. Docker's start period covers the first
+start; a restart in steady state lasts a few seconds, one check of the three Docker needs; and a
+program that crashes at every start is never called healthy, so a rolling update never takes a
+task of a broken build for a good one (it would stop an old replica for it).
 """
 
 from __future__ import annotations
@@ -26,7 +33,10 @@ def status(run_dir: str) -> int:
     bot = verdict.get("bot")
     if isinstance(bot, dict):
         print(f"bot: {bot.get('role')} ({bot.get('mode')} mode), {bot.get('conflicts', 0)} conflicts")
-    return 0 if verdict["status"] in ("healthy", "degraded") else 1
+    programs = verdict.get("programs")
+    starting = [n for n, p in programs.items() if isinstance(p, dict) and p.get("state") == "STARTING"] \
+        if isinstance(programs, dict) else []
+    return 0 if verdict["status"] in ("healthy", "degraded") and not starting else 1
 
 
 def run() -> int:

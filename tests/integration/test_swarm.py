@@ -258,8 +258,9 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
     spec_image = swarm.service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert spec_image.split("@")[0] == swarm.image, spec_image
     assert all(c.attrs["Config"]["Image"].split("@")[0] == swarm.image for c in swarm.containers())
-    # Swarm moves on to the next replica before a new task's health is known, so a late-detected
-    # crash loop may reach every replica before the rollback: what must hold is that no update
-    # was lost (all answered, above) and that one instance polls again.
-    figure(f"original replicas still running after the rollback: {len(before & {c.id for c in swarm.containers()})}")
+    # A crash-looping task is never Docker-healthy (`healthcheck status` answers 1 while the bot is
+    # STARTING or BACKOFF), so with start-first Swarm never stops an old replica for it.
+    survivors = len(before & {c.id for c in swarm.containers()})
+    figure(f"original replicas still running after the rollback: {survivors} of {REPLICAS}")
+    assert survivors >= REPLICAS - 1, "the old version did not keep serving"
     assert len(swarm.active()) == 1

@@ -851,6 +851,26 @@ def test_status_is_0_for_degraded_and_prints_the_reasons(tmp_path, capsys):
     assert capsys.readouterr().out.splitlines() == ["degraded", "- api: not ready (mongodb down)"]
 
 
+def test_status_is_1_while_a_program_is_starting(tmp_path, capsys):
+    _verdict(tmp_path, status="degraded", reasons=["bot: STARTING"],
+             programs={"api": {"state": "RUNNING"}, "bot": {"state": "STARTING"}})
+
+    assert status(str(tmp_path)) == 1
+    assert capsys.readouterr().out.splitlines() == ["degraded", "- bot: STARTING"]
+
+
+def test_a_bot_that_crashes_at_every_start_is_never_called_healthy(sup, make, clock, capsys):
+    clock.now = time.time()  # status() judges freshness on the wall clock
+    sidecar = make(healthy_probes())
+    codes = set()
+    for state in ["STARTING", "BACKOFF"] * 3:  # what supervisord shows between its retries
+        sup.programs["bot"].statename = state
+        sidecar.tick()
+        codes.add(status(str(sidecar.verdict_path.parent)))
+        clock.advance(1)
+    assert codes == {1}
+
+
 def test_status_reads_what_the_sidecar_writes(sup, make, clock, capsys):
     clock.now = time.time()  # status() judges freshness on the wall clock
     sup.go_fatal("bot")
