@@ -9,8 +9,8 @@ N `/start` updates from C users (one MongoDB upsert and one reply each), starts 
 times the replies from the first to the last. The emulator's flood control and the bot's rate
 limiter are off: Telegram itself would cap replies at 30/s, and this measures what the bot can
 handle. Reports updates/s for both and the ratio, and the working tree once more with one update
-at a time (BOTSTACK_INBOX_CONCURRENCY=1): the stand-in (FerretDB on SQLite) takes one writer at a
-time, and concurrent writers there are slower than one, unlike MongoDB.
+at a time (BOTSTACK_INBOX_CONCURRENCY=1), which separates the store's write contention (the
+stand-in, FerretDB on SQLite, takes one writer at a time) from the inbox's round trips per cycle.
 """
 
 from __future__ import annotations
