@@ -276,3 +276,9 @@ def replies(emulator: Emulator, bot_id: str, update_ids: list[int]) -> dict[int,
         if m.get("reply_to_update_id") in counts:
             counts[m["reply_to_update_id"]] += 1
     return counts
+
+
+def all_answered(emulator: Emulator, bot_id: str, update_ids: list[int], timeout_s: float) -> dict[int, int]:
+    """Wait until every update has a reply; how many replies each got (above 1: sent again)."""
+    return wait_until(lambda: (c := replies(emulator, bot_id, update_ids)) and all(c.values()) and c,
+                      timeout_s, f"a reply to each of the {len(update_ids)} updates", interval_s=1.0)

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import figure, http_get, identities, replies, wait_until
+from tests.integration.harness import all_answered, figure, http_get, identities, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -53,13 +53,6 @@ def remember(emulator, bot: str, n: int) -> int:
     return emulator.inject(bot, f"/remember note-{n}", user={"id": 7_500_000 + n, "first_name": f"U{n}"})
 
 
-def lost_and_repeated(emulator, bot: str, ids: list[int], timeout_s: float = 120) -> int:
-    """Wait until every update was answered; the number of replies sent more than once."""
-    wait_until(lambda: all(replies(emulator, bot, ids).values()), timeout_s,
-               f"a reply to each of the {len(ids)} updates sent during the fault", interval_s=1)
-    return sum(n - 1 for n in replies(emulator, bot, ids).values())
-
-
 def test_crash_cycle_is_unhealthy(start_stack, emulator):
     """Killed every 7 s while users keep writing: unhealthy within a minute, one alert, and every
     update sent during the cycle answered, its note stored exactly once."""
@@ -92,7 +85,7 @@ def test_crash_cycle_is_unhealthy(start_stack, emulator):
     figure(f"alerts for {kills} crashes: {len(sent)}: {sent}")
     assert len([a for a in sent if "crash cycle" in a]) == 1
     assert len(sent) <= 3, sent
-    repeated = lost_and_repeated(emulator, bot_id(token), ids)
+    repeated = sum(n - 1 for n in all_answered(emulator, bot_id(token), ids, 120).values())
     notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
     figure(f"crash cycle under traffic: {len(ids)} updates sent during {kills} kills, all answered, "
            f"{repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users")
@@ -181,7 +174,7 @@ def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_im
     external_db.container.get_wrapped_container().start()
     wait_until(lambda: stack.health()[1].startswith("healthy"), 90, "healthy again")
     assert identities(stack.programs(), running) == identities(before, running)
-    repeated = lost_and_repeated(emulator, stack.bot_id, ids)
+    repeated = sum(n - 1 for n in all_answered(emulator, stack.bot_id, ids, 120).values())
     result = external_db.container.get_wrapped_container().exec_run(
         ["python", "-c", "import json; from pymongo import MongoClient; db = MongoClient('mongodb://127.0.0.1:27017/"
          "?directConnection=true').botstack; print(json.dumps([len(d.get('notes', [])) for d in "

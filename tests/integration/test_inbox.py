@@ -14,7 +14,7 @@ import secrets
 import httpx
 import pytest
 
-from tests.integration.harness import figure, wait_until
+from tests.integration.harness import all_answered, figure, replies, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -27,22 +27,6 @@ def new_token() -> str:
 
 def user(n: int) -> dict:
     return {"id": 7_000_000 + n, "first_name": f"User{n}"}
-
-
-def replies(emulator, bot_id: str, ids: list[int]) -> dict[int, int]:
-    """How many replies each update got."""
-    wanted = set(ids)
-    counts = dict.fromkeys(ids, 0)
-    for m in emulator.sent(bot_id):
-        if m.get("reply_to_update_id") in wanted:
-            counts[m["reply_to_update_id"]] += 1
-    return counts
-
-
-def wait_all_answered(emulator, bot_id: str, ids: list[int], timeout_s: float) -> dict[int, int]:
-    wait_until(lambda: all(replies(emulator, bot_id, ids).values()), timeout_s,
-               f"a reply to each of {len(ids)} updates", interval_s=1.0)
-    return replies(emulator, bot_id, ids)
 
 
 def notes_per_user(stack, first: int, count: int) -> list[int]:
@@ -67,7 +51,7 @@ def test_kill_mid_burst_loses_nothing(start_stack, emulator):
     stack.signal(pid, "KILL")
     answered_at_kill = sum(1 for n in replies(emulator, bot, ids).values() if n)
 
-    counts = wait_all_answered(emulator, bot, ids, 180)
+    counts = all_answered(emulator, bot, ids, 180)
     assert stack.bot_pid() != pid, "supervisord restarted the bot"
     notes = notes_per_user(stack, 0, 300)
     duplicated = sum(n - 1 for n in counts.values())
@@ -83,7 +67,7 @@ def test_hang_heal_mid_burst_loses_nothing(start_stack, emulator):
     blocker = emulator.inject(bot, "/block 60", user=user(1000))  # longer than any heal: it never ends by itself
     ids = emulator.inject_many(bot, [(f"/remember h{i}", user(2000 + i)) for i in range(100)])
 
-    counts = wait_all_answered(emulator, bot, ids, 240)
+    counts = all_answered(emulator, bot, ids, 240)
     wait_until(lambda: stack.db(f"db.inbox.find_one({{'update_id': {blocker}}})['state']") == "failed", 120,
                "the blocking update parked as failed")
     logs = stack.logs()
@@ -119,7 +103,7 @@ def test_webhook_kill_before_handling(start_stack, emulator):
     figure(f"webhook: 50 updates acknowledged, {answered} answered before the SIGKILL")
     assert answered < 50, "the kill came after everything was handled: nothing proven"
 
-    wait_all_answered(emulator, bot, ids + [blocker], 120)
+    all_answered(emulator, bot, ids + [blocker], 120)
     notes = notes_per_user(stack, 3001, 50)
     assert len(notes) == 50 and set(notes) == {1}
 
@@ -132,7 +116,7 @@ def test_flood_limits_drop_nothing(start_stack, emulator):
     burst = emulator.inject(bot, "/burst 40", user=user(4999))
     ids = emulator.inject_many(bot, [("/start", user(5000 + i)) for i in range(200)])
 
-    counts = wait_all_answered(emulator, bot, ids, 240)
+    counts = all_answered(emulator, bot, ids, 240)
     chat = user(4999)["id"]
 
     def burst_messages():

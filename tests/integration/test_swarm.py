@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import LogArchive, ROOT
-from tests.integration.harness import Emulator, Injector, figure, http_get, replies, wait_until
+from tests.integration.harness import Emulator, Injector, all_answered, figure, http_get, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -180,11 +180,6 @@ def swarm(swarm_engine, docker_client, app_image, stack_image, emulator_image, l
         yield s
     finally:
         s.close(log_archive)
-
-
-def all_answered(emulator: Emulator, bot_id: str, update_ids: list[int], timeout_s: float) -> dict[int, int]:
-    return wait_until(lambda: (c := replies(emulator, bot_id, update_ids)) and all(c.values()) and c,
-                      timeout_s, f"a reply to each of {len(update_ids)} updates")
 
 
 def test_swarm_replicas(swarm):
