@@ -39,17 +39,20 @@ from tests.integration.harness import Emulator, Stack, http_get, wait_until  # n
 BASE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
 BEFORE = "8d25684"  # main before the inbox
 FERRETDB = ROOT / "tests/integration/offline/build/ferretdb"
+STANDIN = ("Dockerfile", "mongod-standin.sh", "id_index.py")  # the test-only layer that supplies mongod
 
 
 def build(source: Path, tag: str) -> str:
-    """The app target of `source`, then the offline layer (with this checkout's FerretDB binary)."""
+    """The app target of `source`, then the offline layer: this checkout's, for both."""
     def docker_build(*args: str) -> None:
         subprocess.run(["docker", "build", "-q", *args], check=True, stdout=subprocess.DEVNULL)
 
     docker_build("--target", "app", "--build-arg", f"BASE_IMAGE={BASE}", "-t", f"{tag}-app", str(source))
     offline = source / "tests/integration/offline"
     (offline / "build").mkdir(exist_ok=True)
-    if not (offline / "build/ferretdb").exists():
+    if source != ROOT:  # both measured on this checkout's stand-in: the same database for both
+        for name in STANDIN:
+            (offline / name).write_bytes((ROOT / "tests/integration/offline" / name).read_bytes())
         (offline / "build/ferretdb").write_bytes(FERRETDB.read_bytes())
     docker_build("--build-arg", f"APP_IMAGE={tag}-app", "-t", tag, str(offline))
     return tag

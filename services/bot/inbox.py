@@ -54,7 +54,7 @@ PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
 DUPLICATE_KEY = 11000
 RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
 SUSPECT_AFTER = 2  # abandoned this often: handled alone
-# A claim costs three round trips and marking done one: both are done for many updates at a time.
+# A claim costs two round trips and marking done one: both are done for many updates at a time.
 FLUSH_EVERY_S = 0.2  # finished updates are marked done at least this often...
 DONE_BATCH = 64  # ...or as soon as this many are waiting
 CLEANUP_EVERY_S = 600.0
@@ -210,19 +210,24 @@ class Inbox:
         return claimed
 
     async def _claim(self, which: dict, limit: int, suspect: bool = False) -> int:
+        """Two round trips: read what is due, then take it; an update another process took in
+        between (webhook mode runs a dispatcher per replica) is left to it."""
         now = _now()
         due = {"bot": self.bot_id, "state": PENDING, "next_at": {"$lte": now}, **which}
-        ids = [d["_id"] async for d in self.collection.find(due, {"_id": 1}).sort("update_id", ASCENDING).limit(limit)]
-        if not ids:
+        docs = [d async for d in self.collection.find(due).sort("update_id", ASCENDING).limit(limit)]
+        if not docs:
             return 0
         token = uuid.uuid4().hex
-        await self.collection.update_many(
-            {"_id": {"$in": ids}, **due},
+        result = await self.collection.update_many(
+            {"_id": {"$in": [d["_id"] for d in docs]}, **due},
             {"$set": {"state": CLAIMED, "claimed_by": self.instance, "claim": token,
                       "claim_until": now + timedelta(seconds=self.claim_ttl_s)}},
         )
+        if result.modified_count < len(docs):  # some were taken by another dispatcher
+            mine = {d["_id"] async for d in self.collection.find({"claim": token}, {"_id": 1})}
+            docs = [d for d in docs if d["_id"] in mine]
         count = 0
-        async for doc in self.collection.find({"claim": token}).sort("update_id", ASCENDING):
+        for doc in docs:
             try:
                 update = Update.de_json(json.loads(doc["update"]), self.app.bot)
             except Exception as exc:  # a malformed update is parked, never fatal
@@ -274,14 +279,14 @@ class Inbox:
                                                                     "error": error[:ERROR_CHARS]}})
 
     async def _flush_done(self) -> None:
+        """Finished updates are done whatever their state says now (a claim that expired meanwhile,
+        a park after a death): their handlers ran to the end."""
         if not self._done:
             return
         ids, self._done = self._done, []
-        try:
-            await self.collection.update_many(
-                {"_id": {"$in": ids}, "state": CLAIMED},
-                {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}},
-            )
+        done = {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}}
+        try:  # one statement: FerretDB v1 holds a connection per statement of a command until its end
+            await self.collection.update_many({"_id": {"$in": ids}}, done)
         except PyMongoError:
             self._done.extend(ids)  # kept for the next flush; at worst they run again after a crash
             raise
