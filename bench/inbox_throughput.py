@@ -16,6 +16,7 @@ stand-in, FerretDB on SQLite, takes one writer at a time) from the inbox's round
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -38,28 +39,44 @@ from tests.integration.harness import Emulator, Stack, http_get, wait_until  # n
 
 BASE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
 BEFORE = "8d25684"  # main before the inbox
-FERRETDB = ROOT / "tests/integration/offline/build/ferretdb"
-STANDIN = ("Dockerfile", "mongod-standin.sh", "id_index.py")  # the test-only layer that supplies mongod
+# CPU seconds used so far by the processes of a container, by what they are.
+CPU_SCRIPT = r"""
+import json, os
+tick = os.sysconf("SC_CLK_TCK")
+use = {}
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    name = next((n for k, n in (("ferretdb", "database"), ("mongod ", "database"), ("services.bot", "bot"),
+                                ("services.emulator", "emulator")) if k in cmd), "other")
+    use[name] = use.get(name, 0) + (int(fields[11]) + int(fields[12])) / tick
+print(json.dumps(use))
+"""
 
 
 def build(source: Path, tag: str) -> str:
-    """The app target of `source`, then the offline layer: this checkout's, for both."""
+    """The app target of `source`, then this checkout's test-only layer on it (the stand-in
+    mongod): the same database for both."""
     def docker_build(*args: str) -> None:
         subprocess.run(["docker", "build", "-q", *args], check=True, stdout=subprocess.DEVNULL)
 
     docker_build("--target", "app", "--build-arg", f"BASE_IMAGE={BASE}", "-t", f"{tag}-app", str(source))
-    offline = source / "tests/integration/offline"
-    (offline / "build").mkdir(exist_ok=True)
-    if source != ROOT:  # both measured on this checkout's stand-in: the same database for both
-        for name in STANDIN:
-            (offline / name).write_bytes((ROOT / "tests/integration/offline" / name).read_bytes())
-        (offline / "build/ferretdb").write_bytes(FERRETDB.read_bytes())
-    docker_build("--build-arg", f"APP_IMAGE={tag}-app", "-t", tag, str(offline))
+    docker_build("--build-arg", f"APP_IMAGE={tag}-app", "-t", tag, str(ROOT / "tests/integration/offline"))
     return tag
 
 
+def cpu(container: DockerContainer) -> dict[str, float]:
+    code, out = container.exec(["python", "-c", CPU_SCRIPT])
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
 def measure(image: str, network: Network, emulator: Emulator, updates: int, chats: int, n: int,
-            env: dict[str, str]) -> float:
+            env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """Updates/s from the first reply to the last, and CPU seconds per update of each kind of
+    process from the bot's start to the last reply (the bot's own start included)."""
     token = f"{9_100_000_000 + n}:" + "t" * 35
     bot = token.split(":")[0]
     container = (DockerContainer(image).with_network(network).with_exposed_ports(8000, 8080)
@@ -77,6 +94,8 @@ def measure(image: str, network: Network, emulator: Emulator, updates: int, chat
         ids = emulator.inject_many(bot, [("/start", {"id": 8_000_000 + i % chats, "first_name": f"C{i % chats}"})
                                          for i in range(updates)])
         wanted = set(ids)
+        before = {**cpu(container), **cpu(emulator.container)}
+        t0 = time.monotonic()
         stack.rpc("startProcess('bot')")
         first = None
         deadline = time.monotonic() + 600
@@ -87,7 +106,10 @@ def measure(image: str, network: Network, emulator: Emulator, updates: int, chat
             if answered and first is None:
                 first = (now, answered)
             if answered == updates:
-                return (updates - first[1]) / max(now - first[0], 1e-3)
+                after = {**cpu(container), **cpu(emulator.container)}
+                used = {name: (after[name] - before.get(name, 0)) / updates for name in after}
+                used["cores busy"] = sum(used.values()) * updates / (now - t0)
+                return (updates - first[1]) / max(now - first[0], 1e-3), used
             time.sleep(0.2)
         raise TimeoutError(f"{image}: not all {updates} updates answered in 600 s")
     finally:
@@ -122,14 +144,17 @@ def main() -> None:
         wait_until(lambda: http_get(f"{emulator.url}/_emulator/health").status_code == 200, 30, "the emulator")
         runs = (("before", before, {}), ("after", after, {}),
                 ("after, 1 at a time", after, {"BOTSTACK_INBOX_CONCURRENCY": "1"}))
-        rates = {name: measure(image, network, emulator, args.updates, args.chats, i, env)
-                 for i, (name, image, env) in enumerate(runs)}
+        measured = {name: measure(image, network, emulator, args.updates, args.chats, i, env)
+                    for i, (name, image, env) in enumerate(runs)}
     finally:
         emu.stop()
         network.remove()
     print(f"{args.updates} queued /start updates over {args.chats} chats (one upsert + one reply each):")
-    for name, rate in rates.items():
-        print(f"  {name:<18} {rate:7.1f} updates/s  ({rate / rates['before']:.2f}x before)")
+    base = measured["before"][0]
+    for name, (rate, used) in measured.items():
+        print(f"  {name:<18} {rate:7.1f} updates/s  ({rate / base:.2f}x before)   CPU ms per update: "
+              + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(used.items()) if k != "cores busy")
+              + f"; {used['cores busy']:.2f} cores busy")
 
 
 if __name__ == "__main__":
