@@ -52,6 +52,7 @@ class Watched:
     pid: int = 0
     failures: int = 0
     last_ok: bool | None = None
+    answered: bool = False  # since its last start: its start grace is over
     detail: str = ""
     latency_s: float | None = None
     next_probe: float = 0.0
@@ -139,7 +140,7 @@ class Sidecar:
             else:  # STARTING, STOPPING
                 degraded.append(f"{name}: {state}")
             if state != "RUNNING":
-                w.failures, w.last_ok = 0, None
+                w.failures, w.last_ok, w.answered = 0, None, False
         if self.readiness and infos.get(self.readiness.program, {}).get("statename") == "RUNNING":
             if now >= self._next_ready:
                 self._next_ready = now + self.readiness.period_s
@@ -177,12 +178,19 @@ class Sidecar:
                                                  f"(pid {w.pid} -> {pid})")
             self._escalate_if_needed(name, w)
         if pid:
+            if pid != w.pid:
+                w.answered = False
             w.pid = pid
             w.healing = False
 
     def _probe(self, probe: Probe, info: dict, w: Watched, now: float) -> bool:
-        """Run the probe when due; True when the program counts as hung."""
-        if now - info["start"] < probe.start_grace_s:
+        """Run the probe when due; True when the program counts as hung. A program's start grace
+        lasts until it first answers (at most `start_grace_s`): a program that answered once
+        has finished starting, and a hang after that is healed at once, not after the grace."""
+        if now - info["start"] < probe.start_grace_s and not w.answered:
+            if now >= w.next_probe:
+                w.next_probe = now + probe.period_s
+                w.answered = self._check(probe)[0]
             w.failures = 0
             return False
         if now >= w.next_probe:
@@ -195,6 +203,7 @@ class Sidecar:
                         probe.program, "passes" if ok else "fails", detail)
             w.failures = 0 if ok else w.failures + 1
             w.last_ok, w.detail = ok, detail
+            w.answered = w.answered or ok
         return w.failures >= probe.failure_threshold
 
     def _check(self, probe: Probe) -> tuple[bool, str]:

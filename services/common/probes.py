@@ -19,7 +19,7 @@ class Probe:
     period_s: float = 2.0
     timeout_s: float = 1.0
     failure_threshold: int = 3
-    start_grace_s: float = 5.0
+    start_grace_s: float = 5.0  # after a start, failures do not count until it first answers, at most this long
 
     def check(self) -> tuple[bool, str]:
         raise NotImplementedError

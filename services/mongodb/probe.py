@@ -1,7 +1,8 @@
 """How the health sidecar knows MongoDB is alive: it answers a ping.
 
 The start grace is long because a real mongod replays its journal after an unclean stop
-before it answers; killing it during recovery would only start the recovery again.
+before it answers; killing it during recovery would only start the recovery again. The grace
+ends when mongod first answers: a hang after that is healed in seconds.
 """
 
 from services.common.probes import MongoPingProbe

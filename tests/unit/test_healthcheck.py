@@ -337,9 +337,8 @@ def test_restarted_program_is_not_recorded_again_as_a_crash_and_is_left_alone_in
     sidecar = make(healthy_probes(api=api))
 
     sidecar.tick()  # restart #1
-    run_for(sidecar, 4.5)  # the new api is inside its start grace: not probed, not touched
+    run_for(sidecar, 4.5)  # the new api is inside its start grace and never answered: not touched
 
-    assert api.calls == 1
     assert [a[2] for a in sup.actions()] == ["TERM", "CONT", "KILL"]
     assert dict(sidecar.events.restarts) == {("api", "hang"): 1}
 
@@ -391,18 +390,27 @@ def test_liveness_failures_at_the_threshold_make_the_verdict_unhealthy_when_not_
     assert verdict["reasons"] == ["web: not answering (no answer #2)"]
 
 
-def test_start_grace_suppresses_probing(sup, make, clock):
+def test_failures_in_the_start_grace_do_not_count_until_the_program_first_answers(sup, make, clock):
     bot = live("bot", [False], period_s=1.0, failure_threshold=1, start_grace_s=5.0)
     sidecar = make(healthy_probes(bot=bot))  # every program started just now
 
-    for _ in range(5):  # t = start .. start+4
+    for _ in range(5):  # t = start .. start+4: never answered, so still starting
         assert sidecar.tick()["status"] == "healthy"
         clock.advance(1.0)
-    assert bot.calls == 0
     assert sup.actions() == []
 
-    sidecar.tick()  # start+5: the grace is over
-    assert bot.calls == 1
+    sidecar.tick()  # start+5: the grace is over, and the failure counts
+    assert [e.cause for e in sidecar.events.pending] == ["hang"]
+
+
+def test_a_program_that_answered_once_is_healed_inside_its_start_grace(sup, make, clock):
+    mongodb = live("mongodb", [True, True, False], period_s=1.0, failure_threshold=2, start_grace_s=30.0)
+    sidecar = make(healthy_probes(mongodb=mongodb))  # started just now; answers, then hangs
+    old_pid = sup.pid("mongodb")
+
+    run_for(sidecar, 5.0)  # well inside the 30 s grace
+
+    assert [(e.program, e.cause, e.old_pid) for e in sidecar.events.pending] == [("mongodb", "hang", old_pid)]
 
 
 def test_probe_runs_once_per_period_not_once_per_tick(sup, make, clock):
