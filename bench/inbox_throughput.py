@@ -45,6 +45,8 @@ import json, os
 tick = os.sysconf("SC_CLK_TCK")
 use = {}
 for pid in filter(str.isdigit, os.listdir("/proc")):
+    if int(pid) == os.getpid():
+        continue
     try:
         cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
         fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
@@ -68,9 +70,13 @@ def build(source: Path, tag: str) -> str:
     return tag
 
 
-def cpu(container: DockerContainer) -> dict[str, float]:
-    code, out = container.exec(["python", "-c", CPU_SCRIPT])
-    return json.loads(out.decode().strip().splitlines()[-1])
+def cpu(*containers: DockerContainer) -> dict[str, float]:
+    use: dict[str, float] = {}
+    for container in containers:
+        out = container.exec(["python", "-c", CPU_SCRIPT]).output
+        for name, seconds in json.loads(out.decode().strip().splitlines()[-1]).items():
+            use[name] = use.get(name, 0.0) + seconds
+    return use
 
 
 def measure(image: str, network: Network, emulator: Emulator, updates: int, chats: int, n: int,
@@ -94,7 +100,7 @@ def measure(image: str, network: Network, emulator: Emulator, updates: int, chat
         ids = emulator.inject_many(bot, [("/start", {"id": 8_000_000 + i % chats, "first_name": f"C{i % chats}"})
                                          for i in range(updates)])
         wanted = set(ids)
-        before = {**cpu(container), **cpu(emulator.container)}
+        before = cpu(container, emulator.container)
         t0 = time.monotonic()
         stack.rpc("startProcess('bot')")
         first = None
@@ -106,7 +112,7 @@ def measure(image: str, network: Network, emulator: Emulator, updates: int, chat
             if answered and first is None:
                 first = (now, answered)
             if answered == updates:
-                after = {**cpu(container), **cpu(emulator.container)}
+                after = cpu(container, emulator.container)
                 used = {name: (after[name] - before.get(name, 0)) / updates for name in after}
                 used["cores busy"] = sum(used.values()) * updates / (now - t0)
                 return (updates - first[1]) / max(now - first[0], 1e-3), used

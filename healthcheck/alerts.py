@@ -19,8 +19,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-import httpx
-
 from services.common.logs import redact
 
 log = logging.getLogger("botstack.healthcheck.alerts")
@@ -106,6 +104,8 @@ class Alerts:
 
 def telegram_sender(base_url: str, token: str, chat_ids: list[int], sleep=time.sleep) -> Callable[[str], None]:
     """sendMessage to each chat; a 429 waits its retry_after, other failures retry with backoff."""
+    import httpx  # only a sidecar that sends alerts pays for it
+
     client = httpx.Client(timeout=TIMEOUT_S)
     url = f"{base_url}{token}/sendMessage"
 

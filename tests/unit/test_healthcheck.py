@@ -1062,6 +1062,16 @@ def test_the_sidecar_beats_while_it_waits_on_a_heal(sup, make, clock, tmp_path):
     assert beats and max(gaps) <= 1.0, gaps
 
 
+def test_the_watchdog_reads_the_paths_the_settings_define():
+    from healthcheck import guardian
+    from services.common.settings import Settings
+
+    fields = Settings.model_fields
+    assert (guardian.RUN_DIR_ENV, guardian.RUN_DIR_DEFAULT) == ("BOTSTACK_RUN_DIR", fields["run_dir"].default)
+    assert (guardian.SOCKET_ENV, guardian.SOCKET_DEFAULT) == (
+        "BOTSTACK_SUPERVISOR_SOCKET", fields["supervisor_socket"].default)
+
+
 def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(sup, clock, tmp_path):
     from healthcheck.guardian import START_GRACE_S, STALE_S, check
 
