@@ -45,7 +45,8 @@ def run() -> int:
     from healthcheck.policy import HealPolicy
     from healthcheck.sidecar import Sidecar
     from healthcheck.guardian import heartbeat_path
-    from services.common.db import make_sync_client, runs_local_mongod
+    from services.common.db import make_sync_client
+    from services.common.local_mongod import runs_local_mongod
     from services.api.probe import probe as api_probe
     from services.api.probe import readiness as api_readiness
     from services.bot.probe import probe as bot_probe

@@ -10,11 +10,14 @@ The `app` target has no mongod at all; pointed at the local one it refuses with 
 
 from __future__ import annotations
 
+import configparser
 import os
 import shutil
+import socket
 import sys
+import time
 
-from services.common.db import runs_local_mongod
+from services.common.local_mongod import runs_local_mongod
 from services.common.settings import EX_CONFIG, ConfigError, load_settings
 
 PROGRAM = "botstack"
@@ -32,7 +35,30 @@ def main() -> None:
                          "database, or run the standalone target\n")
         raise SystemExit(EX_CONFIG)
     os.environ["BOTSTACK_MONGOD_AUTOSTART"] = "true" if local else "false"
+    wake_supervisord_when_listening(CONFIG)
     os.execvp("supervisord", ["supervisord", "-c", CONFIG])
+
+
+def wake_supervisord_when_listening(config: str, timeout_s: float = 10.0) -> None:
+    """supervisord starts its programs only after its first second-long wait for events
+    (supervisor 4.3, runforever): every container start lost that second. A connection to its
+    socket ends the wait; a short-lived child makes one as soon as supervisord listens."""
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
+    parser.read(config)
+    path = parser.get("unix_http_server", "file", fallback="")
+    if not path or os.fork():
+        return
+    try:  # the child: never returns to the caller
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.socket(socket.AF_UNIX) as conn:
+                    conn.connect(path)
+                break
+            except OSError:  # not listening yet (or an old socket file)
+                time.sleep(0.01)
+    finally:
+        os._exit(0)
 
 
 if __name__ == "__main__":

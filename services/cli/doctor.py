@@ -22,7 +22,8 @@ from typing import Callable
 import httpx
 from pymongo import WriteConcern
 
-from services.common.db import make_sync_client, runs_local_mongod
+from services.common.db import make_sync_client
+from services.common.local_mongod import runs_local_mongod
 from services.common.logs import redact
 from services.common.settings import ConfigError, Settings, load_settings
 

@@ -41,19 +41,3 @@ def database(client: AsyncMongoClient, settings: Settings) -> AsyncDatabase:
 async def ping(client: AsyncMongoClient, timeout_s: float) -> None:
     """Raise if MongoDB does not answer a ping within `timeout_s`."""
     await asyncio.wait_for(client.admin.command("ping"), timeout=timeout_s)
-
-
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-
-
-def runs_local_mongod(settings: Settings) -> bool:
-    """Whether this container's own mongod is the database (BOTSTACK_MONGODB_LOCAL decides
-    when set; otherwise MONGODB_URI pointing at 127.0.0.1/localhost:27017 means yes)."""
-    if settings.mongodb_local is not None:
-        return settings.mongodb_local
-    if not settings.mongodb_uri.startswith("mongodb://"):
-        return False  # mongodb+srv:// is always a remote cluster
-    from pymongo.uri_parser import parse_uri
-
-    nodes = parse_uri(settings.mongodb_uri)["nodelist"]
-    return len(nodes) == 1 and nodes[0][0] in LOCAL_HOSTS and nodes[0][1] == 27017

@@ -117,3 +117,21 @@ def test_bot_program_without_token_exits_78_naming_telegram_bot_token(subprocess
     assert len(lines) == 1, result.stderr
     assert "TELEGRAM_BOT_TOKEN" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("uri, local", [
+    ("mongodb://127.0.0.1:27017", True),
+    ("mongodb://localhost/?directConnection=true", True),
+    ("mongodb://user:p%40ss@[::1]:27017/botstack", True),
+    ("mongodb://127.0.0.1:27018", False),
+    ("mongodb://db:27017", False),
+    ("mongodb://127.0.0.1:27017,127.0.0.1:27018/?replicaSet=rs0", False),  # PyMongo's parser decides
+    ("mongodb://%2Ftmp%2Fmongodb-27017.sock", False),
+    ("mongodb+srv://cluster0.example.net", False),
+])
+def test_the_container_runs_its_own_mongod_only_for_a_uri_that_points_at_it(uri, local):
+    from types import SimpleNamespace
+
+    from services.common.local_mongod import runs_local_mongod
+
+    assert runs_local_mongod(SimpleNamespace(mongodb_local=None, mongodb_uri=uri)) is local
