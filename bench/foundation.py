@@ -14,6 +14,7 @@ emulator. Reports:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -38,21 +39,32 @@ from tests.integration.harness import Emulator, Stack, http_get, wait_until  # n
 APP, OFFLINE, EMULATOR = "botstack:test-app", "botstack:test-offline", "botstack:test-emulator"
 BASE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:bookworm")
 TOKEN = "1234567890:" + "b" * 35
-RSS_SCRIPT = r"""
-import os
-total = 0
+# Memory of every other process the script can see, in KiB: resident (RSS: shared library pages
+# counted once per process) and proportional (PSS: each shared page divided among the processes
+# that map it, across containers too, so the sum is what the processes cost the machine).
+MEMORY_SCRIPT = r"""
+import json, os
+total = {"rss": 0, "pss": 0}
 for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        status = open(f"/proc/{pid}/status").read()
-    except OSError:
-        continue
     if int(pid) == os.getpid():
         continue
-    for line in status.splitlines():
-        if line.startswith("VmRSS:"):
-            total += int(line.split()[1])
-print(total)
+    try:
+        status = open(f"/proc/{pid}/status").read()
+        rollup = open(f"/proc/{pid}/smaps_rollup").read()
+    except OSError:
+        continue
+    for text, key, field in ((status, "rss", "VmRSS:"), (rollup, "pss", "Pss:")):
+        for line in text.splitlines():
+            if line.startswith(field):
+                total[key] += int(line.split()[1])
+print(json.dumps(total))
 """
+
+
+def memory_kib(output: str | bytes) -> dict[str, int]:
+    """MEMORY_SCRIPT's answer."""
+    text = output.decode() if isinstance(output, bytes) else output
+    return json.loads(text.strip().splitlines()[-1])
 
 
 def cold_start(network: Network, emulator: Emulator) -> tuple[float, int]:
@@ -68,8 +80,8 @@ def cold_start(network: Network, emulator: Emulator) -> tuple[float, int]:
         wait_until(stack.ready, 120, "/ready", interval_s=0.1)
         emulator.ask(stack.bot_id, "/version", timeout_s=60)
         elapsed = time.monotonic() - t0
-        code, out = stack.exec(["python", "-c", RSS_SCRIPT])
-        return elapsed, int(out.strip())
+        code, out = stack.exec(["python", "-c", MEMORY_SCRIPT])
+        return elapsed, memory_kib(out)["rss"]
     finally:
         container.stop()
 

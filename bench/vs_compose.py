@@ -14,7 +14,8 @@ Measured for each, --runs times, reported as medians and ratios (usual / botstac
   program answers again from outside (api and web: /health; bot: a reply to /version; the
   database: the API's /ready), after which the whole setup is let settle again;
 - cold start: start → the API ready, the dashboard answering and the bot replying;
-- total resident memory of every process once healthy, and image sizes;
+- total memory of every process once healthy (RSS, and PSS: shared pages divided among the
+  processes that map them), and image sizes;
 - `docker stop` (botstack) vs `docker compose stop` (the usual setup).
 
 Needs the images the integration tests build (`pytest -m integration` first, default tag
@@ -46,7 +47,7 @@ import docker  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 from testcontainers.core.network import Network  # noqa: E402
 
-from bench.foundation import RSS_SCRIPT  # noqa: E402
+from bench.foundation import MEMORY_SCRIPT, memory_kib  # noqa: E402
 from tests.integration.harness import Emulator, Stack, http_get, wait_until  # noqa: E402
 
 TAG = os.environ.get("BOTSTACK_TEST_TAG", "test")
@@ -123,8 +124,8 @@ class Botstack:
             pid = self.stack.child_pid(pid)
         self.stack.signal(pid, sig)
 
-    def memory_mib(self) -> float:
-        return int(self.stack.exec(["python", "-c", RSS_SCRIPT])[1].strip()) / 1024
+    def memory_mib(self) -> dict[str, float]:
+        return {k: v / 1024 for k, v in memory_kib(self.stack.exec(["python", "-c", MEMORY_SCRIPT])[1]).items()}
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -187,12 +188,12 @@ class Usual:
         # would count as an operator's stop, which restart policies deliberately leave alone.
         os.kill(self.container(program).attrs["State"]["Pid"], getattr(signal, f"SIG{sig}"))
 
-    def memory_mib(self) -> float:
-        total = 0
+    def memory_mib(self) -> dict[str, float]:
+        total = {"rss": 0.0, "pss": 0.0}
         for service in (*PROGRAMS, "autoheal"):
-            result = self.container(service).exec_run(["python", "-c", RSS_SCRIPT])
-            total += int(result.output.decode().strip().splitlines()[-1])
-        return total / 1024
+            used = memory_kib(self.container(service).exec_run(["python", "-c", MEMORY_SCRIPT]).output)
+            total = {k: total[k] + used[k] / 1024 for k in total}
+        return total
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -258,8 +259,9 @@ def main() -> None:
     print(f"{'':<16} {'botstack':>10} {'usual':>10} {'ratio':>7}")
     for key, bv, uv in rows:
         print(f"{key:<16} {bv:>9.1f}s {uv:>9.1f}s {uv / bv:>7.2f}")
-    bm, um = median(b["memory_mib"]), median(u["memory_mib"])
-    print(f"{'memory (RSS)':<16} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
+    for kind in ("rss", "pss"):
+        bm, um = (median([m[kind] for m in r["memory_mib"]]) for r in (b, u))
+        print(f"{'memory (' + kind.upper() + ')':<16} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
     print(f"images: botstack (offline test image, with the stand-in mongod) {sizes[OFFLINE]:.0f} MB; "
           f"usual: app {sizes[APP]:.0f} MB for api/web/bot/watcher + a database image (offline: the same "
           f"{sizes[OFFLINE]:.0f} MB image; online it would be the official mongo image)")
