@@ -1,6 +1,7 @@
 """The stack comes up whole: five programs RUNNING, ready, listed, answering, identifiable."""
 
 import re
+from datetime import datetime
 
 import pytest
 
@@ -20,6 +21,16 @@ def test_every_program_runs_and_the_api_is_ready(stack):
     assert {n: programs[n]["statename"] for n in PROGRAMS} == {n: "RUNNING" for n in PROGRAMS}
     assert http_get(f"{stack.api}/health").json() == {"status": "ok"}
     assert http_get(f"{stack.api}/ready").json() == {"status": "ready"}
+
+
+def test_supervisord_starts_its_programs_at_once(stack):
+    """Not after its first one-second wait for events (services/start.py ends that wait)."""
+    def at(pattern: str) -> datetime:
+        stamp = re.search(r"^(\S+ \S+) INFO " + pattern, stack.logs(), re.M).group(1)
+        return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f")
+
+    gap = (at("spawned: 'mongodb'") - at("supervisord started with pid 1")).total_seconds()
+    assert gap < 0.8, f"supervisord spawned its first program {gap:.3f} s after it started"
 
 
 def test_version_reports_the_build_this_run_made(stack, build_identity):
