@@ -17,18 +17,32 @@ import socket
 import sys
 import time
 
-from services.common.local_mongod import runs_local_mongod
-from services.common.settings import EX_CONFIG, ConfigError, load_settings
+EX_CONFIG = 78  # services.common.settings.EX_CONFIG, without importing it (see local_mongod)
 
 PROGRAM = "botstack"
 CONFIG = "/app/supervisord.conf"
 
 
-def main() -> None:
+DATABASE_SETTINGS = {"MONGODB_URI", "BOTSTACK_MONGODB_LOCAL"}
+
+
+def local_mongod() -> bool:
+    """Whether to start this container's own mongod. With neither setting given, the defaults
+    decide: the local one. The settings (pydantic, 0.4 s) are loaded only when one is given:
+    every second here delays every program of every container start."""
+    if not DATABASE_SETTINGS & {name.upper() for name in os.environ}:
+        return True
+    from services.common.local_mongod import runs_local_mongod
+    from services.common.settings import ConfigError, load_settings
+
     try:
-        local = runs_local_mongod(load_settings("start"))
+        return runs_local_mongod(load_settings("start"))
     except ConfigError:  # each program reports a bad shared setting itself, in its own line
-        local = shutil.which("mongod") is not None
+        return shutil.which("mongod") is not None
+
+
+def main() -> None:
+    local = local_mongod()
     if local and shutil.which("mongod") is None:
         sys.stderr.write(f"{PROGRAM}: configuration error: MONGODB_URI: points at this container's own "
                          "mongod, but this image (the app target) has none; set MONGODB_URI to your "
