@@ -15,7 +15,7 @@ Measured for each, --runs times, reported as medians and ratios (usual / botstac
   database: the API's /ready), after which the whole setup is let settle again;
 - cold start: start → the API ready, the dashboard answering and the bot replying;
 - total memory of every process once healthy (RSS, and PSS: shared pages divided among the
-  processes that map them), and image sizes;
+  processes that map them), also with each container's runtime shim on the host, and image sizes;
 - `docker stop` (botstack) vs `docker compose stop` (the usual setup).
 
 Needs the images the integration tests build (`pytest -m integration` first, default tag
@@ -78,6 +78,22 @@ def answers(api: str, web: str, emulator: Emulator, bot_id: str, program: str) -
     return "git_sha" in emulator.ask(bot_id, "/version", timeout_s=8)
 
 
+def shim_mib(container_pid: int) -> dict[str, float]:
+    """The memory of a container's runtime shim (containerd-shim-runc-v2, one per container, the
+    parent of its first process on the host): part of what each container costs the machine."""
+    status = Path(f"/proc/{container_pid}/status").read_text()
+    shim = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+    used = {}
+    for file, key, field in (("status", "rss", "VmRSS:"), ("smaps_rollup", "pss", "Pss:")):
+        text = Path(f"/proc/{shim}/{file}").read_text()
+        used[key] = int(next(line.split()[1] for line in text.splitlines() if line.startswith(field))) / 1024
+    return used
+
+
+def add(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
+    return {k: total.get(k, 0.0) + more[k] for k in more}
+
+
 def all_answer(setup) -> bool:
     return all(setup.answers(p) for p in PROGRAMS)
 
@@ -125,7 +141,10 @@ class Botstack:
         self.stack.signal(pid, sig)
 
     def memory_mib(self) -> dict[str, float]:
-        return {k: v / 1024 for k, v in memory_kib(self.stack.exec(["python", "-c", MEMORY_SCRIPT])[1]).items()}
+        inside = {k: v / 1024 for k, v in memory_kib(self.stack.exec(["python", "-c", MEMORY_SCRIPT])[1]).items()}
+        wrapped = self.container.get_wrapped_container()
+        wrapped.reload()
+        return {**inside, **{f"{k}+shim": v for k, v in add(inside, shim_mib(wrapped.attrs["State"]["Pid"])).items()}}
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -189,11 +208,14 @@ class Usual:
         os.kill(self.container(program).attrs["State"]["Pid"], getattr(signal, f"SIG{sig}"))
 
     def memory_mib(self) -> dict[str, float]:
-        total = {"rss": 0.0, "pss": 0.0}
+        inside: dict[str, float] = {}
+        shims: dict[str, float] = {}
         for service in (*PROGRAMS, "autoheal"):
-            used = memory_kib(self.container(service).exec_run(["python", "-c", MEMORY_SCRIPT]).output)
-            total = {k: total[k] + used[k] / 1024 for k in total}
-        return total
+            container = self.container(service)
+            inside = add(inside, {k: v / 1024 for k, v in
+                                  memory_kib(container.exec_run(["python", "-c", MEMORY_SCRIPT]).output).items()})
+            shims = add(shims, shim_mib(container.attrs["State"]["Pid"]))
+        return {**inside, **{f"{k}+shim": v for k, v in add(inside, shims).items()}}
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -259,9 +281,9 @@ def main() -> None:
     print(f"{'':<16} {'botstack':>10} {'usual':>10} {'ratio':>7}")
     for key, bv, uv in rows:
         print(f"{key:<16} {bv:>9.1f}s {uv:>9.1f}s {uv / bv:>7.2f}")
-    for kind in ("rss", "pss"):
+    for kind in ("rss", "pss", "rss+shim", "pss+shim"):
         bm, um = (median([m[kind] for m in r["memory_mib"]]) for r in (b, u))
-        print(f"{'memory (' + kind.upper() + ')':<16} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
+        print(f"{'memory ' + kind.upper():<16} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
     print(f"images: botstack (offline test image, with the stand-in mongod) {sizes[OFFLINE]:.0f} MB; "
           f"usual: app {sizes[APP]:.0f} MB for api/web/bot/watcher + a database image (offline: the same "
           f"{sizes[OFFLINE]:.0f} MB image; online it would be the official mongo image)")
