@@ -56,3 +56,16 @@ def test_invalid_settings_stop_the_api_with_one_line(start_stack):
     lines = [l for l in stack.logs().splitlines() if l.startswith("api: ")]
     assert lines and all(l.startswith("api: configuration error: MONGODB_URI: ") for l in lines), lines
     assert "Traceback" not in stack.logs()
+
+
+def test_the_app_target_without_a_database_setting_refuses_with_one_line(docker_client, app_image):
+    """The app target has no mongod; left at the default MONGODB_URI it stops at once, saying what to set."""
+    container = docker_client.containers.run(app_image, detach=True,
+                                             environment={"TELEGRAM_BOT_TOKEN": "123456:" + "a" * 35})
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 78
+        lines = container.logs().decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("botstack: configuration error: MONGODB_URI: "), lines
+        assert "set MONGODB_URI" in lines[0], lines
+    finally:
+        container.remove(force=True)
