@@ -71,8 +71,10 @@ class Lease:
             {"_id": self.key, "holder": self.holder}, {"$set": {"expires_at": EPOCH, "released_at": datetime.now(timezone.utc)}}
         )
 
-    async def current_holder(self) -> str | None:
+    async def current_holder(self) -> tuple[str | None, float]:
+        """Who holds the lease, and in how many seconds it expires unless renewed (0: now)."""
         doc = await self.collection.find_one({"_id": self.key})
-        if doc is None or doc["expires_at"] < datetime.now(timezone.utc):
-            return None
-        return doc.get("holder")
+        now = datetime.now(timezone.utc)
+        if doc is None or doc["expires_at"] < now:
+            return None, 0.0
+        return doc.get("holder"), (doc["expires_at"] - now).total_seconds()

@@ -35,6 +35,7 @@ from services.common.wait import wait_for_stop
 log = logging.getLogger("botstack.bot.poller")
 
 STANDBY_RETRY_S = 1.0
+LEASE_EXPIRY_MARGIN_S = 0.05  # a standby tries this long after the holder's lease would expire
 LOG_EVERY_S = 60.0
 # Every step of a turn is bounded (database calls by their timeouts, the long poll by its
 # cancellation), so ending one takes well under this. Seen once in CI: a turn that never ended
@@ -60,8 +61,9 @@ class Poller:
         """Until `stop`: wait for the lease, poll while holding it. Returns with the lease still
         held when asked to stop, so the caller can finish pending updates and then release it."""
         while not stop.is_set():
-            if not await self._try_acquire():
-                await wait_for_stop(stop, STANDBY_RETRY_S)
+            expires_in = await self._try_acquire()
+            if expires_in is not None:  # standby: try again when the lease would expire, at the latest in 1 s
+                await wait_for_stop(stop, min(STANDBY_RETRY_S, expires_in + LEASE_EXPIRY_MARGIN_S))
                 continue
             log.info("lease acquired: this instance polls (renewing every %.0f s)", self.lease.renew_every_s)
             self.status.set(role="active", lease_holder=self.lease.holder)
@@ -95,18 +97,20 @@ class Poller:
                       task.get_name(), TURN_END_S, _awaiting(task))
             task.cancel()
 
-    async def _try_acquire(self) -> bool:
+    async def _try_acquire(self) -> float | None:
+        """None once this instance holds the lease; otherwise the seconds until it could expire."""
+        expires_in = STANDBY_RETRY_S
         try:
             if await self.lease.acquire():
-                return True
-            holder = await self.lease.current_holder()
+                return None
+            holder, expires_in = await self.lease.current_holder()
         except Exception as exc:  # the database is down: nobody may poll
             self._throttled(logging.WARNING, "lease unavailable (%s); not polling", exc)
             holder = None
         if self.status.role != "standby" or self.status.lease_holder != holder:
             log.info("standby: the polling lease is held by %s", holder or "nobody reachable")
             self.status.set(role="standby", lease_holder=holder)
-        return False
+        return expires_in
 
     async def _keep_lease(self) -> None:
         """Returns (ending the poll) as soon as a renewal fails or raises."""

@@ -32,3 +32,40 @@ def test_a_task_that_does_not_end_is_named_and_left_behind(monkeypatch, caplog):
     assert quick.done()
     (line,) = [r.getMessage() for r in caplog.records]
     assert line.startswith("the inbox task did not end") and "_stuck" in line and "_wait_for_ever" in line, line
+
+
+class _LeaseHeldUntil:
+    """A lease another instance holds until `expires_in_s` from its first look, never renewed."""
+
+    def __init__(self, expires_in_s: float) -> None:
+        self.until = None
+        self.expires_in_s = expires_in_s
+        self.tries: list[float] = []
+
+    async def acquire(self) -> bool:
+        now = asyncio.get_running_loop().time()
+        self.until = self.until or now + self.expires_in_s
+        self.tries.append(now)
+        return now >= self.until
+
+    async def current_holder(self) -> tuple[str | None, float]:
+        now = asyncio.get_running_loop().time()
+        return ("other", self.until - now) if now < self.until else (None, 0.0)
+
+
+def test_a_standby_tries_again_as_the_lease_expires_not_up_to_a_second_later(tmp_path):
+    from services.bot.status import BotStatus
+
+    lease = _LeaseHeldUntil(expires_in_s=1.3)
+    standby = poller.Poller(app=None, lease=lease, inbox=None, status=BotStatus(tmp_path / "status.json"),
+                            poll_timeout_s=1)
+
+    async def wait_for_the_lease() -> float:
+        try:  # once it holds the lease it starts polling, which this test gives nothing to poll with
+            await asyncio.wait_for(standby.run(asyncio.Event()), timeout=5)
+        except AttributeError:
+            pass
+        return lease.tries[-1] - lease.until
+
+    late = asyncio.run(wait_for_the_lease())
+    assert 0 <= late < 0.2, f"took the lease {late:.2f} s after it expired"  # a fixed 1 s retry: 0.7 s
