@@ -137,6 +137,8 @@ class Sidecar:
                 unhealthy.append(f"{name}: {state} {info.get('description', '')}".strip())
             elif state == "STOPPED":
                 degraded.append(f"{name}: stopped by an operator")
+            elif state == "STARTING" and w.backoff.attempts:  # an attempt after a crash loop: not yet a recovery
+                unhealthy.append(f"{name}: STARTING, start attempt {w.backoff.attempts} after a crash loop")
             else:  # STARTING, STOPPING
                 degraded.append(f"{name}: {state}")
             if state != "RUNNING":

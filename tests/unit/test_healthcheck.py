@@ -543,6 +543,21 @@ def test_fatal_program_makes_the_verdict_unhealthy_naming_it(sup, make, clock):
     assert "healthcheck" not in verdict["programs"]
 
 
+def test_a_crash_looping_program_stays_unhealthy_while_an_attempt_starts(sup, make, clock):
+    clock.advance(60)
+    sup.go_fatal("web")
+    sidecar = make(healthy_probes(), backoff_base_s=2.0)
+    sidecar.tick()  # FATAL: an attempt in 2 s
+    clock.advance(2.0)
+    sidecar.tick()  # the attempt
+    sup.programs["web"].statename = "STARTING"  # as supervisord shows it until startsecs, or its next exit
+
+    verdict = sidecar.tick()
+
+    assert verdict["status"] == "unhealthy"
+    assert verdict["reasons"] == ["web: STARTING, start attempt 1 after a crash loop"]
+
+
 def test_the_sidecar_does_not_judge_itself(sup, make, clock):
     clock.advance(60)
     sup.programs["healthcheck"].statename = "STARTING"  # as supervisord shows it in its first seconds
