@@ -135,10 +135,7 @@ class Botstack:
 
     def fault(self, program: str, sig: str) -> None:
         name = "mongodb" if program == "db" else program
-        pid = self.stack.programs()[name]["pid"]
-        if name == "mongodb":  # the server itself, not the parent that labels its output
-            pid = self.stack.child_pid(pid)
-        self.stack.signal(pid, sig)
+        self.stack.signal(self.stack.programs()[name]["pid"], sig)
 
     def memory_mib(self) -> dict[str, float]:
         inside = {k: v / 1024 for k, v in memory_kib(self.stack.exec(["python", "-c", MEMORY_SCRIPT])[1]).items()}

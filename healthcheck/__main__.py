@@ -15,6 +15,7 @@ task of a broken build for a good one (it would stop an old replica for it).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 
@@ -41,10 +42,10 @@ def status(run_dir: str) -> int:
 
 def run() -> int:
     from healthcheck.alerts import Alerts, telegram_sender
-    from healthcheck.events import COLLECTION, EventLog
+    from healthcheck.events import COLLECTION, Event, EventLog
     from healthcheck.policy import HealPolicy
     from healthcheck.sidecar import Sidecar
-    from healthcheck.guardian import heartbeat_path
+    from healthcheck.guardian import handover_path, heartbeat_path, take_over
     from services.common.db import make_sync_client
     from services.common.local_mongod import runs_local_mongod
     from services.api.probe import probe as api_probe
@@ -71,6 +72,8 @@ def run() -> int:
     events_db = make_sync_client(settings, "healthcheck", timeout_ms=1000)[settings.mongodb_db]
     events = EventLog(events_db[COLLECTION])
     events.start_writer()
+    for done in take_over(handover_path(settings.run_dir)):  # the guardian killed our predecessor
+        events.note(Event(done["time"], PROGRAM, "watchdog", done["reason"], done["old_pid"], os.getpid()))
     token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
     send = None
     if settings.alert_chat_ids and token:

@@ -1,39 +1,42 @@
-"""Who heals the healer: `guardian`, the sidecar's watchdog, a supervisord event listener that
-restarts a sidecar which stopped beating.
+"""Who heals the healer: the guardian, the sidecar's watchdog, running inside supervisord.
 
 The sidecar touches a heartbeat file on every pass of its loop and while it waits on a heal.
-On each TICK_5 event, this listener reads the file's age; older than STALE_S while the sidecar
-has been RUNNING past its start grace means it is hung (or SIGSTOPped): SIGKILL, and supervisord
-starts it again. The same mechanism superlance's httpok uses; tiny on purpose: no threads, one
-file read and at most two RPC calls per tick, and it never touches another program.
+On each of supervisord's TICK_5 events, the guardian reads the file's age; older than STALE_S
+while the sidecar has been RUNNING past its start grace means it is hung (or SIGSTOPped):
+SIGKILL, and supervisord's autorestart starts a fresh one.
 
-Its own output is supervisord's event protocol on stdout; what it has to say goes to stderr,
-shaped like the sidecar's restart lines, and into `health_events` when MongoDB answers quickly.
+Why inside supervisord (an `[rpcinterface:guardian]` whose factory subscribes to TICK_5) and not
+an event-listener process: a listener is one more Python interpreter, about 15 MiB for one stat
+a tick. In here it costs supervisord next to nothing, and it cannot hang on its own: if
+supervisord is stuck, nothing restarts anything anyway. For the same reason it must never block
+supervisord's loop: it imports only the standard library, never talks to MongoDB, and catches
+everything. What it did goes to stderr (shaped like the sidecar's restart lines) and into a
+hand-over file the next sidecar reads at its start and records in `health_events`.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from supervisor import childutils
-
-from services.common.supervisor import rpc
-
 PROGRAM = "healthcheck"
 STALE_S = 7.0  # the sidecar beats every half second; its slowest pass stays under 5 s
 START_GRACE_S = 15.0
-# Read without the settings object: importing pydantic would double this listener's memory
-# (measured: 44 MiB resident with it, 22 without). The settings load only to record an event.
+# Read without the settings object, which would import pydantic into supervisord (about 19 MiB).
 RUN_DIR_ENV, RUN_DIR_DEFAULT = "BOTSTACK_RUN_DIR", "/run/botstack"
-SOCKET_ENV, SOCKET_DEFAULT = "BOTSTACK_SUPERVISOR_SOCKET", "/run/botstack/supervisor.sock"
 
 
 def heartbeat_path(run_dir: str) -> Path:
     return Path(run_dir) / "healthcheck.heartbeat"
+
+
+def handover_path(run_dir: str) -> Path:
+    return Path(run_dir) / "healthcheck.watchdog"
 
 
 def say(text: str) -> None:
@@ -42,52 +45,83 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
-def check(proxy, heartbeat: Path, now: float) -> str | None:
-    """Restart the sidecar when it is hung; what was done, or None."""
-    info = proxy.supervisor.getProcessInfo(PROGRAM)
-    if info["statename"] != "RUNNING" or now - info["start"] < START_GRACE_S:
+def check(process, heartbeat: Path, now: float) -> dict | None:
+    """Kill the sidecar when it is hung; what was done, or None.
+
+    `process` is supervisord's Subprocess for the sidecar (state, pid, laststart, signal()).
+    """
+    from supervisor.states import ProcessStates
+
+    if process.get_state() != ProcessStates.RUNNING or now - process.laststart < START_GRACE_S:
         return None
     try:
         age = now - heartbeat.stat().st_mtime
     except OSError:
-        age = now - info["start"]
+        age = now - process.laststart
     if age <= STALE_S:
         return None
-    proxy.supervisor.signalProcess(PROGRAM, "KILL")  # SIGSTOPped processes honour only this
-    return f"restart program={PROGRAM} cause=watchdog old_pid={info['pid']} reason=no heartbeat for {age:.0f} s"
+    old_pid = process.pid
+    process.signal(signal.SIGKILL)  # SIGSTOPped processes honour only this
+    return {"time": now, "old_pid": old_pid, "reason": f"no heartbeat for {age:.0f} s"}
 
 
-def record(text: str, pid: int | None) -> None:
+def hand_over(path: Path, done: dict) -> None:
+    """Append what was done for the next sidecar to record (one JSON line per kill)."""
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(done) + "\n")
+
+
+def take_over(path: Path) -> list[dict]:
+    """What the guardian did before this sidecar started; the file is consumed."""
+    taken = path.with_name(path.name + f".{os.getpid()}")
     try:
-        from services.common.db import make_sync_client
-        from services.common.settings import load_settings
-
-        settings = load_settings("guardian")
-
-        with make_sync_client(settings, "guardian", timeout_ms=1000) as client:
-            client[settings.mongodb_db]["health_events"].insert_one(
-                {"time": datetime.now(timezone.utc), "program": PROGRAM, "cause": "watchdog", "reason": text,
-                 "old_pid": pid, "new_pid": None})
-    except Exception as exc:  # the log line above is the record that always exists
-        say(f"event not stored in MongoDB: {type(exc).__name__}")
-
-
-def main() -> None:
-    proxy = rpc(os.environ.get(SOCKET_ENV, SOCKET_DEFAULT), timeout_s=3)
-    heartbeat = heartbeat_path(os.environ.get(RUN_DIR_ENV, RUN_DIR_DEFAULT))
-    while True:
-        headers, _payload = childutils.listener.wait(sys.stdin, sys.stdout)
+        path.rename(taken)  # a kill handed over meanwhile goes to a new file, for the next reader
+    except FileNotFoundError:
+        return []
+    try:
+        lines = taken.read_text(encoding="utf-8").splitlines()
+    finally:
+        taken.unlink(missing_ok=True)
+    records = []
+    for line in lines:
         try:
-            if headers.get("eventname", "").startswith("TICK"):
-                done = check(proxy, heartbeat, time.time())
-                if done:
-                    say(done)
-                    record(done, None)
-        except Exception as exc:  # never let the listener die on one bad tick
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and {"time", "old_pid", "reason"} <= record.keys():
+            records.append(record)
+    return records
+
+
+class Guardian:
+    def __init__(self, supervisord, run_dir: str) -> None:
+        self._supervisord = supervisord
+        self._heartbeat = heartbeat_path(run_dir)
+        self._handover = handover_path(run_dir)
+
+    def _on_tick(self, _event) -> None:
+        from supervisor.states import SupervisorStates
+
+        try:
+            if self._supervisord.options.mood < SupervisorStates.RUNNING:
+                return  # shutting down: supervisord is stopping the sidecar itself
+            group = self._supervisord.process_groups.get(PROGRAM)
+            process = group.processes.get(PROGRAM) if group is not None else None
+            if process is None:
+                return
+            done = check(process, self._heartbeat, time.time())
+            if done:
+                say(f"restart program={PROGRAM} cause=watchdog old_pid={done['old_pid']} reason={done['reason']}")
+                hand_over(self._handover, done)
+        except Exception as exc:  # never let one bad tick reach supervisord's loop
             say(f"check failed: {type(exc).__name__}: {exc}")
-        childutils.listener.ok(sys.stdout)
 
 
-if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()
+def make_guardian(supervisord, **_config):
+    """supervisord's rpcinterface factory: start watching. The namespace it returns publishes no
+    method (supervisord's RPC serves no name that starts with an underscore)."""
+    from supervisor import events
+
+    guardian = Guardian(supervisord, os.environ.get(RUN_DIR_ENV, RUN_DIR_DEFAULT))
+    events.subscribe(events.Tick5Event, guardian._on_tick)
+    return guardian

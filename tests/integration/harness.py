@@ -187,12 +187,6 @@ class Stack:
         code, out = self.exec(["sh", "-c", f"kill -{sig} {pid}"])
         assert code == 0, out
 
-    def child_pid(self, pid: int) -> int:
-        """The one child of `pid` (mongod under its output-labelling parent)."""
-        code, out = self.exec(["cat", f"/proc/{pid}/task/{pid}/children"])
-        assert code == 0 and out.split(), out
-        return int(out.split()[0])
-
     def health(self) -> tuple[int, str]:
         """`python -m healthcheck status`, as Docker's HEALTHCHECK runs it."""
         return self.exec(["python", "-m", "healthcheck", "status"])

@@ -20,7 +20,7 @@ from tests.integration.harness import figure, wait_until
 
 pytestmark = pytest.mark.integration
 
-STOP_ORDER = ("guardian", "healthcheck", "bot", "web", "api", "mongodb")
+STOP_ORDER = ("healthcheck", "bot", "web", "api", "mongodb")
 GRACE_S = 120  # compose.yaml's stop_grace_period
 
 

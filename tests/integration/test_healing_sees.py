@@ -108,6 +108,8 @@ def test_hung_sidecar_is_healed(start_stack):
     figure(f"hung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s")
     assert healed <= 15
     assert "restart program=healthcheck cause=watchdog" in stack.logs()
+    wait_until(lambda: stack.db("db.health_events.count_documents({'cause': 'watchdog'})") == 1, 30,
+               "the new sidecar to record its predecessor's kill")
     assert identities(stack.programs(), OTHERS) == identities(before, OTHERS), "another program was restarted"
     wait_until(lambda: stack.health()[1].startswith("healthy"), 30, "a fresh, healthy verdict")
 

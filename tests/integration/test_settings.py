@@ -22,7 +22,7 @@ WATCHERS = re.compile(r"--reload|\breload\b|watchfiles|watchgod|watchdog|--watch
 def test_no_reload_in_production(docker_client, stack_image, start_stack):
     out = docker_client.containers.run(stack_image, ["python", "-c", EFFECTIVE_COMMANDS], remove=True)
     commands = json.loads(out.decode().strip().splitlines()[-1])
-    assert set(commands) == {"mongodb", "api", "web", "bot", "healthcheck", "guardian"}
+    assert set(commands) == {"mongodb", "api", "web", "bot", "healthcheck"}
     for name, command in commands.items():
         assert not WATCHERS.search(command), f"{name}: {command}"
     missing = docker_client.containers.run(

@@ -1081,23 +1081,54 @@ def test_the_watchdog_reads_the_paths_the_settings_define():
     from healthcheck import guardian
     from services.common.settings import Settings
 
-    fields = Settings.model_fields
-    assert (guardian.RUN_DIR_ENV, guardian.RUN_DIR_DEFAULT) == ("BOTSTACK_RUN_DIR", fields["run_dir"].default)
-    assert (guardian.SOCKET_ENV, guardian.SOCKET_DEFAULT) == (
-        "BOTSTACK_SUPERVISOR_SOCKET", fields["supervisor_socket"].default)
+    assert (guardian.RUN_DIR_ENV, guardian.RUN_DIR_DEFAULT) == ("BOTSTACK_RUN_DIR", Settings.model_fields["run_dir"].default)
 
 
-def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(sup, clock, tmp_path):
+@dataclass
+class SidecarProcess:
+    """The part of supervisord's Subprocess the guardian uses."""
+
+    state: int
+    laststart: float
+    pid: int = 4242
+    signals: list[int] = field(default_factory=list)
+
+    def get_state(self) -> int:
+        return self.state
+
+    def signal(self, sig: int) -> None:
+        self.signals.append(sig)
+
+
+def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_path):
+    import signal
+
+    from supervisor.states import ProcessStates
+
     from healthcheck.guardian import START_GRACE_S, STALE_S, check
 
     beat = tmp_path / "hb"
     beat.touch()
-    proxy = SimpleNamespace(supervisor=sup)
     now = START + START_GRACE_S + 60
+    sidecar = SidecarProcess(ProcessStates.RUNNING, START)
     os.utime(beat, (now - 1, now - 1))
-    assert check(proxy, beat, now) is None
+    assert check(sidecar, beat, now) is None
     os.utime(beat, (now - STALE_S - 1, now - STALE_S - 1))
-    old = sup.pid("healthcheck")
-    done = check(proxy, beat, now)
-    assert done.startswith(f"restart program=healthcheck cause=watchdog old_pid={old}")
-    assert sup.actions() == [("signalProcess", "healthcheck", "KILL")]
+    assert check(SidecarProcess(ProcessStates.STARTING, START), beat, now) is None
+    assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S + 1), beat, now) is None, "in its grace"
+    done = check(sidecar, beat, now)
+    assert done == {"time": now, "old_pid": 4242, "reason": f"no heartbeat for {STALE_S + 1:.0f} s"}
+    assert sidecar.signals == [signal.SIGKILL]
+
+
+def test_the_next_sidecar_takes_over_what_the_watchdog_did_once(tmp_path):
+    from healthcheck.guardian import hand_over, handover_path, take_over
+
+    path = handover_path(str(tmp_path))
+    assert take_over(path) == []
+    hand_over(path, {"time": 1.0, "old_pid": 7, "reason": "no heartbeat for 9 s"})
+    with path.open("a") as f:
+        f.write("half a line\n")
+    hand_over(path, {"time": 2.0, "old_pid": 8, "reason": "no heartbeat for 8 s"})
+    assert [r["old_pid"] for r in take_over(path)] == [7, 8]
+    assert take_over(path) == [] and list(tmp_path.iterdir()) == []
