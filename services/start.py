@@ -17,7 +17,7 @@ import socket
 import sys
 import time
 
-EX_CONFIG = 78  # services.common.settings.EX_CONFIG, without importing it (see local_mongod)
+EX_CONFIG = 78  # services.common.settings.EX_CONFIG, without importing it (see wants_local_mongod)
 
 PROGRAM = "botstack"
 CONFIG = "/app/supervisord.conf"
@@ -26,7 +26,7 @@ CONFIG = "/app/supervisord.conf"
 DATABASE_SETTINGS = {"MONGODB_URI", "BOTSTACK_MONGODB_LOCAL"}
 
 
-def local_mongod() -> bool:
+def wants_local_mongod() -> bool:
     """Whether to start this container's own mongod. With neither setting given, the defaults
     decide: the local one. The settings (pydantic, 0.4 s) are loaded only when one is given:
     every second here delays every program of every container start."""
@@ -42,7 +42,7 @@ def local_mongod() -> bool:
 
 
 def main() -> None:
-    local = local_mongod()
+    local = wants_local_mongod()
     if local and shutil.which("mongod") is None:
         sys.stderr.write(f"{PROGRAM}: configuration error: MONGODB_URI: points at this container's own "
                          "mongod, but this image (the app target) has none; set MONGODB_URI to your "

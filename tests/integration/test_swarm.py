@@ -247,9 +247,10 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
         elapsed = time.monotonic() - t0
         wait_until(lambda: len(swarm.healthy_replicas(swarm.image)) == REPLICAS, 120,
                    f"{REPLICAS} healthy replicas of the previous version")
-    all_answered(emulator, bot_id, burst.ids, 60)
+    counts = all_answered(emulator, bot_id, burst.ids, 60)
     figure(f"update to a crash-looping bot: rolled back by Swarm after {elapsed:.0f} s "
-          f"({status.get('Message')}); {len(burst.ids)} updates during it, all answered")
+          f"({status.get('Message')}); {len(burst.ids)} updates during it, all answered, "
+          f"{sum(n - 1 for n in counts.values())} replies repeated")
     spec_image = swarm.service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
     assert spec_image.split("@")[0] == swarm.image, spec_image
     assert all(c.attrs["Config"]["Image"].split("@")[0] == swarm.image for c in swarm.containers())

@@ -139,11 +139,11 @@ def test_the_container_runs_its_own_mongod_only_for_a_uri_that_points_at_it(uri,
 
 def test_with_no_database_setting_the_entry_point_decides_as_the_settings_would(monkeypatch):
     from services.common.local_mongod import runs_local_mongod
-    from services.start import DATABASE_SETTINGS, EX_CONFIG as START_EX_CONFIG, local_mongod
+    from services.start import DATABASE_SETTINGS, EX_CONFIG as START_EX_CONFIG, wants_local_mongod
 
     for name in DATABASE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    assert local_mongod() is runs_local_mongod(load_settings("start")) is True
+    assert wants_local_mongod() is runs_local_mongod(load_settings("start")) is True
     assert START_EX_CONFIG == EX_CONFIG
     monkeypatch.setenv("MONGODB_URI", "mongodb://db.example.net:27017")
-    assert local_mongod() is False
+    assert wants_local_mongod() is False
