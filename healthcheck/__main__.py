@@ -19,8 +19,7 @@ import os
 import signal
 import sys
 
-from services.common.settings import settings_or_exit
-from services.common.verdict import STALE_AFTER_S, read_verdict, verdict_path
+from services.common.verdict import STALE_AFTER_S, read_verdict, run_dir
 
 PROGRAM = "healthcheck"
 
@@ -41,25 +40,21 @@ def status(run_dir: str) -> int:
 
 
 def run() -> int:
+    """The sidecar. It never loads the settings or PyMongo itself (healthcheck/plan.py,
+    healthcheck/events.py say why): what it needs comes from a child process."""
     from healthcheck.alerts import Alerts, telegram_sender
-    from healthcheck.events import COLLECTION, Event, EventLog
-    from healthcheck.policy import HealPolicy
-    from healthcheck.sidecar import Sidecar
+    from healthcheck.events import Event, EventLog, WriterProcess
     from healthcheck.guardian import handover_path, heartbeat_path, take_over
-    from services.common.db import make_sync_client
-    from services.common.local_mongod import runs_local_mongod
-    from services.api.probe import probe as api_probe
-    from services.api.probe import readiness as api_readiness
-    from services.bot.probe import probe as bot_probe
+    from healthcheck.plan import load_plan
+    from healthcheck.sidecar import Sidecar
     from services.bot.status import read_status
     from services.common.logs import setup_logging
     from services.common.supervisor import rpc
-    from services.mongodb.probe import probe as mongodb_probe
-    from services.web.probe import probe as web_probe
+    from services.common.verdict import verdict_path
 
-    settings = settings_or_exit(PROGRAM)
-    secret = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
-    setup_logging(PROGRAM, settings.log_level, (secret,) if secret else ())
+    plan = load_plan()
+    secret = plan.token
+    setup_logging(PROGRAM, plan.log_level, (secret,) if secret else ())
     log = logging.getLogger("botstack.healthcheck")
     stopping = False
 
@@ -69,33 +64,29 @@ def run() -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    events_db = make_sync_client(settings, "healthcheck", timeout_ms=1000)[settings.mongodb_db]
-    events = EventLog(events_db[COLLECTION])
+    events = EventLog(WriterProcess())
     events.start_writer()
-    for done in take_over(handover_path(settings.run_dir)):  # the guardian killed our predecessor
+    for done in take_over(handover_path(plan.run_dir)):  # the guardian killed our predecessor
         events.note(Event(done["time"], PROGRAM, "watchdog", done["reason"], done["old_pid"], os.getpid()))
-    token = settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None
     send = None
-    if settings.alert_chat_ids and token:
-        send = telegram_sender(settings.telegram_api_base_url, token, settings.alert_chat_ids)
-    elif settings.alert_chat_ids:
+    if plan.alert_chat_ids and secret:
+        send = telegram_sender(plan.api_base_url, secret, plan.alert_chat_ids)
+    elif plan.alert_chat_ids:
         log.warning("BOTSTACK_ALERT_CHAT_IDS is set but the bot token is not usable: no alerts")
-    alerts = Alerts(send, group_s=settings.alert_group_s, secrets=(token,) if token else ())
-    local_db = runs_local_mongod(settings)
-    probes = (mongodb_probe, api_probe, web_probe, bot_probe) if local_db else (api_probe, web_probe, bot_probe)
+    alerts = Alerts(send, group_s=plan.alert_group_s, secrets=(secret,) if secret else ())
     sidecar = Sidecar(
         # Longer than any single call the sidecar makes (it never waits on supervisord's stops).
-        rpc(settings.supervisor_socket, timeout_s=15),
-        [p(settings) for p in probes],
-        verdict_path(settings.run_dir),
-        readiness=api_readiness(settings),
-        policy=HealPolicy.from_settings(settings),
+        rpc(plan.supervisor_socket, timeout_s=15),
+        plan.probes,
+        verdict_path(plan.run_dir),
+        readiness=plan.readiness,
+        policy=plan.policy,
         events=events,
         alerts=alerts,
-        bot_status=lambda: read_status(settings.run_dir),
-        config_problems=settings.config_problems,
-        not_run=frozenset() if local_db else frozenset({"mongodb"}),
-        heartbeat=heartbeat_path(settings.run_dir),
+        bot_status=lambda: read_status(plan.run_dir),
+        config_problems=plan.config_problems,
+        not_run=frozenset() if plan.local_db else frozenset({"mongodb"}),
+        heartbeat=heartbeat_path(plan.run_dir),
     )
     sidecar.runforever(lambda: stopping)
     return 0
@@ -103,7 +94,7 @@ def run() -> int:
 
 def main(argv: list[str]) -> int:
     if argv[:1] == ["status"]:
-        return status(settings_or_exit(PROGRAM).run_dir)
+        return status(run_dir())
     if argv:
         print(__doc__.strip(), file=sys.stderr)
         return 64

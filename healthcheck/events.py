@@ -2,11 +2,20 @@
 
 MongoDB may be the program that is down or hung, so the sidecar's loop never waits for it:
 events wait in a bounded queue that a background thread writes whenever MongoDB answers.
+
+The sidecar runs for the container's whole life and records an event only when something
+happened, so it does not load PyMongo and the settings (about 25 MiB) to stay ready for that:
+`WriterProcess` hands each batch to a short-lived `python -m healthcheck.events`, which writes
+it with the one client factory. Each event's `_id` is derived from the event, so a batch that
+reached MongoDB before its writer was cut off is not stored twice when it is sent again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import subprocess
+import sys
 import threading
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
@@ -16,7 +25,10 @@ log = logging.getLogger("botstack.healthcheck")
 
 COLLECTION = "health_events"
 CAUSES = ("crash", "hang", "fatal")
-RETRY_S = 5.0
+RETRY_S = 5.0  # after a failed write; doubled after each further failure, up to RETRY_MAX_S
+RETRY_MAX_S = 60.0
+WRITER_TIMEOUT_S = 30.0
+DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -62,16 +74,15 @@ class EventLog:
         """Write what is pending; False when MongoDB did not take it (it stays pending)."""
         if self.collection is None:
             return True
-        from pymongo.errors import PyMongoError
-
         with self._lock:
             batch = list(self.pending)
         if not batch:
             return True
-        docs = [{**asdict(e), "time": datetime.fromtimestamp(e.time, timezone.utc)} for e in batch]
+        docs = [{"_id": event_id(e), **asdict(e), "time": datetime.fromtimestamp(e.time, timezone.utc)}
+                for e in batch]
         try:
             self.collection.insert_many(docs, ordered=True)
-        except PyMongoError as exc:
+        except Exception as exc:  # whatever failed, the events stay queued for the next try
             log.debug("health events kept for later: %s", exc)
             return False
         with self._lock:
@@ -84,10 +95,11 @@ class EventLog:
         """Write events to MongoDB from a daemon thread, retrying every RETRY_S while it is down."""
 
         def loop() -> None:
+            wait_s = RETRY_S
             while True:
-                self._wake.wait(timeout=RETRY_S)
+                self._wake.wait(timeout=wait_s)
                 self._wake.clear()
-                self.flush()
+                wait_s = RETRY_S if self.flush() else min(RETRY_MAX_S, wait_s * 2)
 
         self._writer = threading.Thread(target=loop, name="health-events", daemon=True)
         self._writer.start()
@@ -99,3 +111,43 @@ class EventLog:
             "last_reason": f"{last.cause}: {last.reason}" if last else None,
             "last_restart": last.time if last else None,
         }
+
+
+def event_id(event: Event) -> str:
+    return f"{event.program}:{event.cause}:{event.time:.6f}:{event.old_pid}"
+
+
+class WriterProcess:
+    """A collection's insert_many, done by a short-lived `python -m healthcheck.events`."""
+
+    def insert_many(self, docs: list[dict], ordered: bool = True) -> None:
+        payload = json.dumps([{**d, "time": d["time"].isoformat()} for d in docs])
+        result = subprocess.run([sys.executable, "-m", "healthcheck.events"], input=payload.encode(),
+                                capture_output=True, timeout=WRITER_TIMEOUT_S)
+        if result.returncode:
+            raise RuntimeError(result.stderr.decode(errors="replace").strip()[-300:] or f"exit {result.returncode}")
+
+
+def write(docs: list[dict]) -> None:
+    """The writer process's work: the events, into `health_events`, once each."""
+    from pymongo.errors import BulkWriteError
+
+    from services.common.db import make_sync_client
+    from services.common.settings import settings_or_exit
+
+    settings = settings_or_exit("healthcheck")
+    with make_sync_client(settings, "healthcheck", timeout_ms=5000) as client:
+        try:
+            client[settings.mongodb_db][COLLECTION].insert_many(
+                [{**d, "time": datetime.fromisoformat(d["time"])} for d in docs], ordered=False)
+        except BulkWriteError as exc:  # stored by an earlier writer that was cut off: fine
+            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                raise
+
+
+if __name__ == "__main__":
+    try:
+        write(json.load(sys.stdin))
+    except Exception as exc:
+        sys.stderr.write(f"health events not stored: {type(exc).__name__}: {str(exc)[:200]}\n")
+        sys.exit(1)

@@ -24,11 +24,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from services.common.verdict import run_dir
+
 PROGRAM = "healthcheck"
 STALE_S = 7.0  # the sidecar beats every half second; its slowest pass stays under 5 s
 START_GRACE_S = 15.0
-# Read without the settings object, which would import pydantic into supervisord (about 19 MiB).
-RUN_DIR_ENV, RUN_DIR_DEFAULT = "BOTSTACK_RUN_DIR", "/run/botstack"
 
 
 def heartbeat_path(run_dir: str) -> Path:
@@ -122,6 +122,6 @@ def make_guardian(supervisord, **_config):
     method (supervisord's RPC serves no name that starts with an underscore)."""
     from supervisor import events
 
-    guardian = Guardian(supervisord, os.environ.get(RUN_DIR_ENV, RUN_DIR_DEFAULT))
+    guardian = Guardian(supervisord, run_dir())
     events.subscribe(events.Tick5Event, guardian._on_tick)
     return guardian

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from services.common.settings import Settings
+if TYPE_CHECKING:  # the sidecar itself never loads the settings (healthcheck/plan.py)
+    from services.common.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -6,11 +6,15 @@ sidecar runs them. A probe answers one question quickly and never raises.
 
 from __future__ import annotations
 
+import socket
+import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.common.probe import check as http_check
+
+OP_MSG = 2013  # MongoDB's wire protocol message
 
 
 @dataclass
@@ -50,18 +54,59 @@ class HeartbeatProbe(Probe):
 
 @dataclass
 class MongoPingProbe(Probe):
-    settings: object = None  # Settings; the client comes from services/common/db.py
-    _client: object = field(default=None, repr=False)
+    """mongod answers `ping` on its wire protocol (one OP_MSG), on a connection kept open.
+
+    PyMongo's client is not used here: loading it would add about 20 MiB to the sidecar, which
+    runs for the container's whole life, for one command a second to the container's own mongod
+    (no TLS, no authentication: `ping` needs neither). The BSON is PyMongo's own `bson` package.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 27017
+    _conn: socket.socket | None = field(default=None, repr=False, compare=False)
+    _request_id: int = field(default=0, repr=False, compare=False)
 
     def check(self) -> tuple[bool, str]:
-        from pymongo.errors import PyMongoError
-
-        from services.common.db import make_sync_client
-
-        if self._client is None:
-            self._client = make_sync_client(self.settings, "healthcheck", timeout_ms=int(self.timeout_s * 1000))
         try:
-            self._client.admin.command("ping")
-            return True, "ping ok"
-        except PyMongoError as exc:
+            reply = self._command({"ping": 1, "$db": "admin"})
+        except Exception as exc:  # refused, timed out, closed, garbled: not answering
+            self.close()
             return False, f"{type(exc).__name__}: {str(exc)[:200]}"
+        if reply.get("ok") == 1:
+            return True, "ping ok"
+        return False, f"ping refused: {str(reply.get('errmsg'))[:200]}"
+
+    def _command(self, command: dict) -> dict:
+        import bson
+
+        deadline = time.monotonic() + self.timeout_s
+        if self._conn is None:
+            self._conn = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+        self._request_id = self._request_id % 2**31 + 1
+        body = struct.pack("<IB", 0, 0) + bson.encode(command)  # flags, section kind 0: the command
+        self._conn.settimeout(max(0.001, deadline - time.monotonic()))
+        self._conn.sendall(struct.pack("<iiii", 16 + len(body), self._request_id, 0, OP_MSG) + body)
+        length, _, response_to, opcode = struct.unpack("<iiii", self._read(16, deadline))
+        payload = self._read(length - 16, deadline)
+        if opcode != OP_MSG or response_to != self._request_id or payload[4] != 0:
+            raise ValueError(f"unexpected reply (opcode {opcode}, to {response_to})")
+        size = int.from_bytes(payload[5:9], "little")  # the document, without a trailing checksum
+        return bson.decode(payload[5:5 + size])
+
+    def _read(self, n: int, deadline: float) -> bytes:
+        data = b""
+        while len(data) < n:
+            self._conn.settimeout(max(0.001, deadline - time.monotonic()))
+            chunk = self._conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionError("connection closed")
+            data += chunk
+        return data
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __getstate__(self) -> dict:  # handed to the sidecar without its connection
+        return {**self.__dict__, "_conn": None}

@@ -5,10 +5,19 @@ A file keeps working when MongoDB is the thing that is down."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
 STALE_AFTER_S = 20  # the watchdog restarts a sidecar whose heartbeat is 7 s old
+# Read without the settings object by what must stay small or quick: the watchdog inside
+# supervisord, and `healthcheck status`, which Docker runs every few seconds (pydantic would
+# make each check take 0.3 s of CPU). A unit test keeps these equal to the settings' own.
+RUN_DIR_ENV, RUN_DIR_DEFAULT = "BOTSTACK_RUN_DIR", "/run/botstack"
+
+
+def run_dir() -> str:
+    return os.environ.get(RUN_DIR_ENV) or RUN_DIR_DEFAULT
 
 
 def verdict_path(run_dir: str) -> Path:

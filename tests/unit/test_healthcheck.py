@@ -1077,11 +1077,13 @@ def test_the_sidecar_beats_while_it_waits_on_a_heal(sup, make, clock, tmp_path):
     assert beats and max(gaps) <= 1.0, gaps
 
 
-def test_the_watchdog_reads_the_paths_the_settings_define():
-    from healthcheck import guardian
-    from services.common.settings import Settings
+def test_the_watchdog_and_status_read_the_run_dir_the_settings_define(monkeypatch):
+    from services.common import verdict
+    from services.common.settings import Settings, load_settings
 
-    assert (guardian.RUN_DIR_ENV, guardian.RUN_DIR_DEFAULT) == ("BOTSTACK_RUN_DIR", Settings.model_fields["run_dir"].default)
+    assert (verdict.RUN_DIR_ENV, verdict.RUN_DIR_DEFAULT) == ("BOTSTACK_RUN_DIR", Settings.model_fields["run_dir"].default)
+    monkeypatch.setenv("BOTSTACK_RUN_DIR", "/tmp/elsewhere")
+    assert verdict.run_dir() == load_settings("healthcheck").run_dir == "/tmp/elsewhere"
 
 
 @dataclass
@@ -1132,3 +1134,64 @@ def test_the_next_sidecar_takes_over_what_the_watchdog_did_once(tmp_path):
     hand_over(path, {"time": 2.0, "old_pid": 8, "reason": "no heartbeat for 8 s"})
     assert [r["old_pid"] for r in take_over(path)] == [7, 8]
     assert take_over(path) == [] and list(tmp_path.iterdir()) == []
+
+
+# --- the sidecar stays small: the settings and PyMongo live in short-lived children --------------
+
+LEAN_CHILD = """
+import json, sys
+import healthcheck.__main__  # what the running sidecar imports, and its plan
+from healthcheck.alerts import Alerts
+from healthcheck.events import EventLog, WriterProcess
+from healthcheck.guardian import take_over
+from healthcheck.plan import load_plan
+from healthcheck.sidecar import Sidecar
+from services.bot.status import read_status
+from services.common.logs import setup_logging
+from services.common.supervisor import rpc
+plan = load_plan()
+heavy = sorted(m for m in ("pydantic", "pydantic_settings", "pymongo", "httpx") if m in sys.modules)
+print(json.dumps({"heavy": heavy, "probes": [p.program for p in plan.probes], "readiness": plan.readiness.url,
+                  "policy": plan.policy.backoff_base_s, "local_db": plan.local_db}))
+"""
+
+
+def test_the_sidecar_gets_its_plan_without_loading_the_settings_or_pymongo(subprocess_env):
+    import subprocess
+    import sys
+
+    from tests.unit.conftest import ROOT
+
+    env = subprocess_env(TELEGRAM_BOT_TOKEN="123456:" + "A" * 35, BOTSTACK_HEAL_BACKOFF_BASE_S="7")
+    out = subprocess.run([sys.executable, "-c", LEAN_CHILD], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()
+    plan = json.loads(out.stdout.decode().splitlines()[-1])
+    assert plan["heavy"] == []
+    assert plan["probes"] == ["mongodb", "api", "web", "bot"] and plan["local_db"] is True
+    assert plan["readiness"].endswith("/ready") and plan["policy"] == 7.0
+
+    env = subprocess_env(TELEGRAM_BOT_TOKEN="123456:" + "A" * 35, MONGODB_URI="mongodb://db.example:27017")
+    out = subprocess.run([sys.executable, "-c", LEAN_CHILD], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    assert json.loads(out.stdout.decode().splitlines()[-1])["probes"] == ["api", "web", "bot"]
+
+
+def test_a_bad_sidecar_setting_stops_the_sidecar_with_one_line_and_78(subprocess_env):
+    import subprocess
+    import sys
+
+    from tests.unit.conftest import ROOT
+
+    env = subprocess_env(TELEGRAM_BOT_TOKEN="123456:" + "A" * 35, BOTSTACK_HEAL_BACKOFF_BASE_S="soon")
+    out = subprocess.run([sys.executable, "-m", "healthcheck"], cwd=ROOT, env=env, capture_output=True, timeout=60)
+    lines = out.stderr.decode().strip().splitlines()
+    assert out.returncode == 78 and len(lines) == 1 and "BOTSTACK_HEAL_BACKOFF_BASE_S" in lines[0], lines
+
+
+def test_events_carry_an_id_of_their_own_so_a_resent_batch_is_stored_once():
+    coll = FakeCollection()
+    events = EventLog(coll)
+    events.record(_event(1))
+    events.record(_event(2))
+    events.flush()
+    ids = [d["_id"] for d in coll.docs]
+    assert len(set(ids)) == 2 and ids[0] == "api:crash:1001.000000:101"
