@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,13 +66,20 @@ class MongoPingProbe(Probe):
     port: int = 27017
     _conn: socket.socket | None = field(default=None, repr=False, compare=False)
     _request_id: int = field(default=0, repr=False, compare=False)
+    # The sidecar stops waiting for a probe at its timeout, but the probe's thread may still be
+    # finishing when the next check starts: one exchange at a time on the connection.
+    _busy: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def check(self) -> tuple[bool, str]:
+        if not self._busy.acquire(blocking=False):
+            return False, "the previous ping has not returned"
         try:
             reply = self._command({"ping": 1, "$db": "admin"})
         except Exception as exc:  # refused, timed out, closed, garbled: not answering
             self.close()
             return False, f"{type(exc).__name__}: {str(exc)[:200]}"
+        finally:
+            self._busy.release()
         if reply.get("ok") == 1:
             return True, "ping ok"
         return False, f"ping refused: {str(reply.get('errmsg'))[:200]}"
@@ -108,5 +116,8 @@ class MongoPingProbe(Probe):
             self._conn.close()
             self._conn = None
 
-    def __getstate__(self) -> dict:  # handed to the sidecar without its connection
-        return {**self.__dict__, "_conn": None}
+    def __getstate__(self) -> dict:  # handed to the sidecar (healthcheck/plan.py) without its connection
+        return {k: v for k, v in self.__dict__.items() if k not in ("_conn", "_busy")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _conn=None, _busy=threading.Lock())
