@@ -189,22 +189,20 @@ class Sidecar:
         """Run the probe when due; True when the program counts as hung. A program's start grace
         lasts until it first answers (at most `start_grace_s`): a program that answered once
         has finished starting, and a hang after that is healed at once, not after the grace."""
-        if now - info["start"] < probe.start_grace_s and not w.answered:
-            if now >= w.next_probe:
-                w.next_probe = now + probe.period_s
-                w.answered = self._check(probe)[0]
+        in_grace = now - info["start"] < probe.start_grace_s and not w.answered
+        if in_grace:
             w.failures = 0
-            return False
         if now >= w.next_probe:
             w.next_probe = now + probe.period_s
             t0 = time.monotonic()
             ok, detail = self._check(probe)
             w.latency_s = time.monotonic() - t0
-            if ok != w.last_ok:
+            if ok != w.last_ok and (ok or not in_grace):  # still starting: not a failure to report
                 log.log(logging.INFO if ok else logging.WARNING, "%s probe %s: %s",
                         probe.program, "passes" if ok else "fails", detail)
-            w.failures = 0 if ok else w.failures + 1
-            w.last_ok, w.detail = ok, detail
+                w.last_ok = ok
+            w.failures = 0 if ok or in_grace else w.failures + 1
+            w.detail = detail
             w.answered = w.answered or ok
         return w.failures >= probe.failure_threshold
 

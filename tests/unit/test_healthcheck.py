@@ -403,6 +403,18 @@ def test_failures_in_the_start_grace_do_not_count_until_the_program_first_answer
     assert [e.cause for e in sidecar.events.pending] == ["hang"]
 
 
+def test_a_starting_program_is_shown_as_probed_but_its_failures_are_not_reported(sup, make, clock, caplog):
+    bot = live("bot", [False, False, True], period_s=1.0, start_grace_s=5.0)
+    sidecar = make(healthy_probes(bot=bot))
+
+    with caplog.at_level("INFO", logger="botstack.healthcheck"):
+        view = sidecar.tick()["programs"]["bot"]
+        assert (view["probe_ok"], view["probe_detail"]) == (None, "no answer #1")
+        assert view["probe_latency_s"] is not None
+        run_for(sidecar, 3.0)
+    assert [r.getMessage() for r in caplog.records if "bot probe" in r.getMessage()] == ["bot probe passes: answers"]
+
+
 def test_a_program_that_answered_once_is_healed_inside_its_start_grace(sup, make, clock):
     mongodb = live("mongodb", [True, True, False], period_s=1.0, failure_threshold=2, start_grace_s=30.0)
     sidecar = make(healthy_probes(mongodb=mongodb))  # started just now; answers, then hangs
