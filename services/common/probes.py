@@ -73,8 +73,19 @@ class MongoPingProbe(Probe):
     def check(self) -> tuple[bool, str]:
         if not self._busy.acquire(blocking=False):
             return False, "the previous ping has not returned"
+        deadline = time.monotonic() + self.timeout_s
         try:
-            reply = self._command({"ping": 1, "$db": "admin"})
+            kept = self._conn is not None
+            try:
+                reply = self._command({"ping": 1, "$db": "admin"}, deadline)
+            except (ConnectionError, EOFError):
+                if not kept:
+                    raise
+                # The kept connection was closed by the server's end (mongod restarted since the
+                # last ping): once more, on a new one. A server that is stopped or hung closes
+                # nothing; its ping times out instead, and that is not retried.
+                self.close()
+                reply = self._command({"ping": 1, "$db": "admin"}, deadline)
         except Exception as exc:  # refused, timed out, closed, garbled: not answering
             self.close()
             return False, f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -84,12 +95,12 @@ class MongoPingProbe(Probe):
             return True, "ping ok"
         return False, f"ping refused: {str(reply.get('errmsg'))[:200]}"
 
-    def _command(self, command: dict) -> dict:
+    def _command(self, command: dict, deadline: float) -> dict:
         import bson
 
-        deadline = time.monotonic() + self.timeout_s
         if self._conn is None:
-            self._conn = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            self._conn = socket.create_connection((self.host, self.port),
+                                                  timeout=max(0.001, deadline - time.monotonic()))
         self._request_id = self._request_id % 2**31 + 1
         body = struct.pack("<IB", 0, 0) + bson.encode(command)  # flags, section kind 0: the command
         self._conn.settimeout(max(0.001, deadline - time.monotonic()))
