@@ -5,10 +5,18 @@ one atomic find_one_and_update on "expired or mine"; the holder renews it every 
 stops polling at once when a renewal fails; a clean stop releases it so the next instance
 takes over without waiting for the TTL. Expiry uses the instances' clocks, which on one host
 (or NTP-synced hosts) agree far better than the TTL.
+
+Taking the lease over from another holder is confirmed by reading it again TAKEOVER_SETTLE_S
+later. On MongoDB the update is atomic and the read only agrees. A server that checks the filter
+before it writes (FerretDB v1, the offline stand-in) lets two standbys that try at the same
+moment (as the lease expires: they both know when) both "win"; the last write stands, and the
+read tells the others that they lost before they poll. Seen without it: three replicas polling
+at once after a holder's SIGKILL on Swarm.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 from datetime import datetime, timedelta, timezone
@@ -19,6 +27,7 @@ from pymongo.errors import DuplicateKeyError
 
 COLLECTION = "bot_leases"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+TAKEOVER_SETTLE_S = 0.3  # far longer than a racing standby needs between its read and its write
 
 
 def lease_key(token: str) -> str:
@@ -47,15 +56,18 @@ class Lease:
     async def acquire(self) -> bool:
         now = datetime.now(timezone.utc)
         try:
-            doc = await self.collection.find_one_and_update(
+            before = await self.collection.find_one_and_update(
                 {"_id": self.key, "$or": [{"expires_at": {"$lt": now}}, {"holder": self.holder}]},
                 {"$set": {"holder": self.holder, "expires_at": now + self.ttl, "acquired_at": now}},
                 upsert=True,
-                return_document=ReturnDocument.AFTER,
+                return_document=ReturnDocument.BEFORE,
             )
         except DuplicateKeyError:  # someone else holds it: the upsert collided with their document
             return False
-        return doc is not None and doc.get("holder") == self.holder
+        if before is not None and before.get("holder") == self.holder and before["expires_at"] >= now:
+            return True  # still ours (this container's bot restarted): nobody else could race for it
+        await asyncio.sleep(TAKEOVER_SETTLE_S)
+        return (await self.current_holder())[0] == self.holder
 
     async def renew(self) -> bool:
         now = datetime.now(timezone.utc)

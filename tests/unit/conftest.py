@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import socket
+import subprocess
 import sys
 import time
 import warnings
@@ -107,3 +110,48 @@ class FakeClock:
 @pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
+
+
+# --- a real MongoDB-wire server for the tests that need one --------------------------------------
+
+FERRETDB = ROOT / "tests" / "integration" / "offline" / "build" / "ferretdb"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_ferretdb(data, port: int) -> subprocess.Popen:
+    """FerretDB, the offline stand-in for mongod that scripts/setup-host.sh builds, answering."""
+    from services.common.probes import MongoPingProbe
+
+    server = subprocess.Popen([str(FERRETDB), "--handler=sqlite", f"--sqlite-url=file:{data}/",
+                               f"--listen-addr=127.0.0.1:{port}", "--state-dir=-", "--telemetry=disable",
+                               "--debug-addr=-", "--log-level=error"], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while MongoPingProbe("mongodb", port=port).check()[0] is False:
+        assert time.monotonic() < deadline, "FerretDB did not start"
+        time.sleep(0.05)
+    return server
+
+
+def stop_ferretdb(server: subprocess.Popen) -> None:
+    os.kill(server.pid, signal.SIGCONT)
+    server.kill()
+    server.wait()
+
+
+@pytest.fixture
+def ferretdb(tmp_path):
+    """([server], port): the list holds the running server; a test may replace it."""
+    if not FERRETDB.exists():
+        pytest.skip("no FerretDB stand-in built here (scripts/setup-host.sh builds it)")
+    port = free_port()
+    servers = [start_ferretdb(tmp_path, port)]
+    try:
+        yield servers, port
+    finally:
+        for server in servers:
+            stop_ferretdb(server)

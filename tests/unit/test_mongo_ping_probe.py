@@ -6,52 +6,10 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
-import subprocess
 import time
 
-import pytest
-
 from services.common.probes import MongoPingProbe
-from tests.unit.conftest import ROOT
-
-FERRETDB = ROOT / "tests" / "integration" / "offline" / "build" / "ferretdb"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_ferretdb(data, port: int) -> subprocess.Popen:
-    server = subprocess.Popen([str(FERRETDB), "--handler=sqlite", f"--sqlite-url=file:{data}/",
-                               f"--listen-addr=127.0.0.1:{port}", "--state-dir=-", "--telemetry=disable",
-                               "--debug-addr=-", "--log-level=error"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while MongoPingProbe("mongodb", port=port).check()[0] is False:  # a probe of its own
-        assert time.monotonic() < deadline, "FerretDB did not start"
-        time.sleep(0.05)
-    return server
-
-
-def stop_ferretdb(server: subprocess.Popen) -> None:
-    os.kill(server.pid, signal.SIGCONT)
-    server.kill()
-    server.wait()
-
-
-@pytest.fixture
-def ferretdb(tmp_path):
-    if not FERRETDB.exists():
-        pytest.skip("no FerretDB stand-in built here (scripts/setup-host.sh builds it)")
-    port = free_port()
-    servers = [start_ferretdb(tmp_path, port)]
-    try:
-        yield servers, port
-    finally:
-        for server in servers:
-            stop_ferretdb(server)
+from tests.unit.conftest import free_port, start_ferretdb, stop_ferretdb
 
 
 def test_ping_passes_fails_on_a_stopped_server_within_its_timeout_and_recovers(ferretdb):

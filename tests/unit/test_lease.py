@@ -1,0 +1,59 @@
+"""The polling lease (services/bot/lease.py) against a real MongoDB-wire server: standbys that try
+for an expired lease at the same moment (they all know when it expires) end with one holder."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+
+from pymongo import AsyncMongoClient
+
+from services.bot.lease import COLLECTION, Lease
+
+ROUNDS = 8
+
+
+def test_standbys_racing_for_an_expired_lease_leave_exactly_one_holder(ferretdb):
+    _, port = ferretdb
+
+    async def race() -> list[int]:
+        clients = [AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+                   for _ in range(3)]
+        try:
+            leases = [Lease(c.botstack[COLLECTION], "bot-lease", f"replica-{i}", ttl_s=15) for i, c in enumerate(clients)]
+            await leases[0].acquire()
+            winners = []
+            for _ in range(ROUNDS):
+                await clients[0].botstack[COLLECTION].update_one(  # the holder died: its lease ran out
+                    {"_id": "bot-lease"}, {"$set": {"holder": "dead", "expires_at": datetime.now(timezone.utc)
+                                                    - timedelta(seconds=1)}})
+                won = await asyncio.gather(*(lease.acquire() for lease in leases))
+                holder, _ = await leases[0].current_holder()
+                assert [lease.holder for lease, w in zip(leases, won) if w] in ([holder], []), (won, holder)
+                winners.append(sum(won))
+            return winners
+        finally:
+            for c in clients:
+                await c.close()
+
+    assert asyncio.run(race()) == [1] * ROUNDS
+
+
+def test_a_restarted_bot_takes_its_own_lease_back_at_once(ferretdb):
+    _, port = ferretdb
+
+    async def run() -> tuple[bool, bool, float]:
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+        try:
+            mine = Lease(client.botstack[COLLECTION], "bot-lease", "this-container", ttl_s=15)
+            other = Lease(client.botstack[COLLECTION], "bot-lease", "another-container", ttl_s=15)
+            first = await mine.acquire()
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            again = await mine.acquire()  # the same container's next bot process
+            return first and again, await other.acquire(), loop.time() - t0
+        finally:
+            await client.close()
+
+    mine, theirs, took = asyncio.run(run())
+    assert mine and not theirs and took < 0.2
