@@ -24,8 +24,8 @@ from services.common.verdict import STALE_AFTER_S, read_verdict, run_dir
 PROGRAM = "healthcheck"
 
 
-def status(run_dir: str) -> int:
-    verdict = read_verdict(run_dir)
+def status(directory: str) -> int:
+    verdict = read_verdict(directory)
     if verdict is None:
         print(f"unhealthy: the health sidecar has published no verdict in the last {STALE_AFTER_S} s")
         return 1

@@ -130,10 +130,7 @@ def start_ferretdb(data, port: int) -> subprocess.Popen:
     server = subprocess.Popen([str(FERRETDB), "--handler=sqlite", f"--sqlite-url=file:{data}/",
                                f"--listen-addr=127.0.0.1:{port}", "--state-dir=-", "--telemetry=disable",
                                "--debug-addr=-", "--log-level=error"], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while MongoPingProbe("mongodb", port=port).check()[0] is False:
-        assert time.monotonic() < deadline, "FerretDB did not start"
-        time.sleep(0.05)
+    wait_until(lambda: MongoPingProbe("mongodb", port=port).check()[0], 20, 0.05, "FerretDB answering")
     return server
 
 

@@ -9,7 +9,7 @@ import signal
 import time
 
 from services.common.probes import MongoPingProbe
-from tests.unit.conftest import free_port, start_ferretdb, stop_ferretdb
+from tests.unit.conftest import free_port, start_ferretdb, stop_ferretdb, wait_until
 
 
 def test_ping_passes_fails_on_a_stopped_server_within_its_timeout_and_recovers(ferretdb):
@@ -19,10 +19,8 @@ def test_ping_passes_fails_on_a_stopped_server_within_its_timeout_and_recovers(f
     assert probe.check() == (True, "ping ok")  # on the same connection
 
     os.kill(server.pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 5
-    while open(f"/proc/{server.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":  # every thread stopped
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    wait_until(lambda: open(f"/proc/{server.pid}/stat").read().rsplit(")", 1)[1].split()[0] == "T", 5, 0.01,
+               "every thread of the server stopped")
     t0 = time.monotonic()
     ok, detail = probe.check()
     assert not ok and "timed out" in detail and time.monotonic() - t0 < 0.8
