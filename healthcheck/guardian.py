@@ -1,11 +1,16 @@
 """Who heals the healer: the guardian, the sidecar's watchdog, running inside supervisord.
 
 The sidecar touches a heartbeat file on every pass of its loop and while it waits on a heal.
-On each of supervisord's TICK_5 events, the guardian reads the file's age; older than STALE_S
-while the sidecar has been RUNNING past its start grace means it is hung (or SIGSTOPped):
-SIGKILL, and supervisord's autorestart starts a fresh one.
+Once a second the guardian reads the file's age; older than STALE_S while the sidecar is RUNNING
+means it is hung (or SIGSTOPped): SIGKILL, and supervisord's autorestart starts a fresh one. A
+sidecar that has not beaten yet since it started gets START_GRACE_S to load its plan.
 
-Why inside supervisord (an `[rpcinterface:guardian]` whose factory subscribes to TICK_5) and not
+Why once a second: supervisord's own ticks come every 5, 60 and 3600 s, and a 5 s tick on top
+of the heartbeat's age put a new sidecar 10-15 s after a hang (CI once measured 15.2 s). The
+guardian registers a TICK_1 event type with supervisord's plugin API (`events.register`) and adds
+it to the periods supervisord's loop rolls over; that loop wakes at least once a second anyway.
+
+Why inside supervisord (an `[rpcinterface:guardian]` whose factory subscribes to TICK_1) and not
 an event-listener process: a listener is one more Python interpreter, about 15 MiB for one stat
 a tick. In here it costs supervisord next to nothing, and it cannot hang on its own: if
 supervisord is stuck, nothing restarts anything anyway. For the same reason it must never block
@@ -27,7 +32,7 @@ from pathlib import Path
 from services.common.verdict import run_dir
 
 PROGRAM = "healthcheck"
-STALE_S = 7.0  # the sidecar beats every half second; its slowest pass stays under 5 s
+STALE_S = 7.0  # the sidecar beats once a second; its slowest pass stays under 5 s
 START_GRACE_S = 15.0
 
 
@@ -52,12 +57,17 @@ def check(process, heartbeat: Path, now: float) -> dict | None:
     """
     from supervisor.states import ProcessStates
 
-    if process.get_state() != ProcessStates.RUNNING or now - process.laststart < START_GRACE_S:
+    if process.get_state() != ProcessStates.RUNNING:
         return None
     try:
-        age = now - heartbeat.stat().st_mtime
+        beat = heartbeat.stat().st_mtime
     except OSError:
-        age = now - process.laststart
+        beat = 0.0
+    if beat < process.laststart:  # no beat from this process yet: it is still getting its plan
+        if now - process.laststart < START_GRACE_S:
+            return None
+        beat = process.laststart
+    age = now - beat
     if age <= STALE_S:
         return None
     old_pid = process.pid
@@ -117,11 +127,24 @@ class Guardian:
             say(f"check failed: {type(exc).__name__}: {exc}")
 
 
+def tick_1_event():
+    """supervisord's event type for a one-second tick, registered once as TICK_1."""
+    from supervisor import events
+
+    existing = getattr(events.EventTypes, "TICK_1", None)
+    if existing is None:
+        existing = type("Tick1Event", (events.TickEvent,), {"period": 1})
+        events.register("TICK_1", existing)
+    if existing not in events.TICK_EVENTS:
+        events.TICK_EVENTS.append(existing)
+    return existing
+
+
 def make_guardian(supervisord, **_config):
     """supervisord's rpcinterface factory: start watching. The namespace it returns publishes no
     method (supervisord's RPC serves no name that starts with an underscore)."""
     from supervisor import events
 
     guardian = Guardian(supervisord, run_dir())
-    events.subscribe(events.Tick5Event, guardian._on_tick)
+    events.subscribe(tick_1_event(), guardian._on_tick)
     return guardian

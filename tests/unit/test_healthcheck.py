@@ -1129,10 +1129,42 @@ def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_
     assert check(sidecar, beat, now) is None
     os.utime(beat, (now - STALE_S - 1, now - STALE_S - 1))
     assert check(SidecarProcess(ProcessStates.STARTING, START), beat, now) is None
+    # the heartbeat is its predecessor's until a new sidecar, getting its plan, beats for the first time
+    os.utime(beat, (now - START_GRACE_S - 5, now - START_GRACE_S - 5))
     assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S + 1), beat, now) is None, "in its grace"
+    assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S - 1), beat, now), "no beat in its grace"
+    started = SidecarProcess(ProcessStates.RUNNING, now - STALE_S - 3)
+    os.utime(beat, (now - STALE_S - 1, now - STALE_S - 1))
+    assert check(started, beat, now), "beat once, then hung: its grace is over"
     done = check(sidecar, beat, now)
     assert done == {"time": now, "old_pid": 4242, "reason": f"no heartbeat for {STALE_S + 1:.0f} s"}
     assert sidecar.signals == [signal.SIGKILL]
+
+
+def test_supervisords_loop_asks_the_watchdog_once_a_second(tmp_path, monkeypatch):
+    """supervisord's own ticks come every 5 s at the fastest: the guardian adds a 1 s one."""
+    from types import SimpleNamespace
+
+    from supervisor import events
+    from supervisor.states import ProcessStates, SupervisorStates
+    from supervisor.supervisord import Supervisor
+
+    import healthcheck.guardian as guardian
+
+    monkeypatch.setenv("BOTSTACK_RUN_DIR", str(tmp_path))
+    monkeypatch.setattr(events, "callbacks", [])
+    monkeypatch.setattr(events, "TICK_EVENTS", list(events.TICK_EVENTS))
+    asked: list[float] = []
+    monkeypatch.setattr(guardian, "check", lambda process, heartbeat, now: asked.append(now))
+    sidecar = SidecarProcess(ProcessStates.RUNNING, START)
+    supervisord = SimpleNamespace(ticks={}, options=SimpleNamespace(mood=SupervisorStates.RUNNING),
+                                  process_groups={"healthcheck": SimpleNamespace(processes={"healthcheck": sidecar})})
+    guardian.make_guardian(supervisord)
+    guardian.make_guardian(supervisord)  # a second factory call registers no second tick type
+    assert sum(1 for e in events.TICK_EVENTS if e.period == 1) == 1
+    for now in (START + 0.2, START + 0.7, START + 1.1, START + 2.05, START + 2.9, START + 3.0):
+        Supervisor.tick(supervisord, now)
+    assert len(asked) == 2 * 3, "each of the two guardians once for each of the 3 new seconds"
 
 
 def test_the_next_sidecar_takes_over_what_the_watchdog_did_once(tmp_path):
