@@ -23,6 +23,14 @@ a suspect and is handled one at a time, so an update whose handler kills the bot
 dies alone, reaches the limit and is parked, instead of taking the bot, and the updates
 around it, down forever.
 
+A claim is won by inserting a ticket, `<update>#<claims so far>`, into `inbox_claims`: two
+dispatchers that read the same pending update (webhook replicas each run one) try the same
+ticket, and the unique `_id` lets exactly one have it. A conditional update alone would do on
+MongoDB, which checks the filter again as it writes each document; MongoDB-wire servers that
+check it before writing (FerretDB v1) would let both take the update. A ticket left by a process
+that died between winning it and marking the update claimed is noticed after the claim TTL, and
+the update's claim count moves past it.
+
 Order and concurrency live in InboxUpdateProcessor, python-telegram-bot's own hook: updates of
 one chat one at a time in order, different chats concurrently up to a bound.
 """
@@ -50,6 +58,7 @@ from services.common.wait import wait_for_stop
 log = logging.getLogger("botstack.bot.inbox")
 
 COLLECTION = "inbox"
+TICKETS = "inbox_claims"
 PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
 DUPLICATE_KEY = 11000
 RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
@@ -93,6 +102,7 @@ class Inbox:
                  max_attempts: int, retry_base_s: float, retention_s: float, window: int) -> None:
         self.collection = collection
         self.durable = collection.with_options(write_concern=WriteConcern(w=1, j=True))
+        self.tickets = collection.database[TICKETS]
         self.bot_id = bot_id
         self.instance = instance
         self.claim_ttl_s = claim_ttl_s
@@ -123,7 +133,8 @@ class Inbox:
             update_id = raw.get("update_id") if isinstance(raw, dict) else None
             if isinstance(update_id, int) and not isinstance(update_id, bool):
                 docs.append({"_id": self.key(update_id), "bot": self.bot_id, "update_id": update_id,
-                             "chat": chat_of(raw), "state": PENDING, "attempts": 0, "abandoned": 0, "next_at": now,
+                             "chat": chat_of(raw), "state": PENDING, "attempts": 0, "abandoned": 0, "claims": 0,
+                             "next_at": now,
                              "received_at": now, "update": json.dumps(raw, separators=(",", ":"))})
             else:
                 docs.append(self._malformed(raw, now))
@@ -210,18 +221,19 @@ class Inbox:
         return claimed
 
     async def _claim(self, which: dict, limit: int, suspect: bool = False) -> int:
-        """Two round trips: read what is due, then take it; an update another process took in
-        between (webhook mode runs a dispatcher per replica) is left to it."""
+        """Three round trips: read what is due, win its tickets, mark it claimed; an update
+        another process took in between (webhook mode runs a dispatcher per replica) is left to it."""
         now = _now()
         due = {"bot": self.bot_id, "state": PENDING, "next_at": {"$lte": now}, **which}
         docs = [d async for d in self.collection.find(due).sort("update_id", ASCENDING).limit(limit)]
+        docs = await self._win_tickets(docs, now) if docs else []
         if not docs:
             return 0
         token = uuid.uuid4().hex
         result = await self.collection.update_many(
             {"_id": {"$in": [d["_id"] for d in docs]}, **due},
             {"$set": {"state": CLAIMED, "claimed_by": self.instance, "claim": token,
-                      "claim_until": now + timedelta(seconds=self.claim_ttl_s)}},
+                      "claim_until": now + timedelta(seconds=self.claim_ttl_s)}, "$inc": {"claims": 1}},
         )
         if result.modified_count < len(docs):  # some were taken by another dispatcher
             mine = {d["_id"] async for d in self.collection.find({"claim": token}, {"_id": 1})}
@@ -240,6 +252,30 @@ class Inbox:
             await self.app.update_queue.put(update)
             count += 1
         return count
+
+    async def _win_tickets(self, docs: list[dict], now: datetime) -> list[dict]:
+        """The updates among `docs` whose claim tickets this process inserted: the others are
+        another dispatcher's, or (a ticket older than the claim TTL on an update still pending)
+        a dead one's, which moves the update's claim count on for the next round."""
+        tickets = [{"_id": f"{d['_id']}#{d.get('claims', 0)}", "bot": self.bot_id, "at": now} for d in docs]
+        try:
+            await self.tickets.insert_many(tickets, ordered=False)
+            return docs
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != DUPLICATE_KEY for e in errors):
+                raise
+            lost = {e["index"] for e in errors}
+        held = {t["_id"]: t.get("at") async for t in self.tickets.find({"_id": {"$in": [tickets[i]["_id"] for i in lost]}})}
+        for i in lost:
+            at = held.get(tickets[i]["_id"])
+            if at is not None and now - at.replace(tzinfo=timezone.utc) > timedelta(seconds=self.claim_ttl_s):
+                claims = docs[i].get("claims", 0)
+                log.warning("update %s: a claim ticket its taker never used; claimable again", docs[i]["update_id"])
+                await self.collection.update_one(
+                    {"_id": docs[i]["_id"], "state": PENDING, "claims": claims if claims else {"$in": [0, None]}},
+                    {"$inc": {"claims": 1}})
+        return [d for i, d in enumerate(docs) if i not in lost]
 
     async def _renew(self) -> None:
         if self.in_flight:
@@ -297,6 +333,7 @@ class Inbox:
             return
         self._last_cleanup = time.monotonic()
         cutoff = _now() - timedelta(seconds=self.retention_s)
+        await self.tickets.delete_many({"at": {"$lt": cutoff}})
         result = await self.collection.delete_many({"state": DONE, "done_at": {"$lt": cutoff}})
         if result.deleted_count:
             log.info("inbox: %d done update(s) older than the retention deleted", result.deleted_count)

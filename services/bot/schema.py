@@ -3,6 +3,7 @@
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.bot.inbox import COLLECTION as INBOX
+from services.bot.inbox import TICKETS
 from services.common.collections import MESSAGES, USERS
 from services.common.migrations import expiring_index
 
@@ -28,4 +29,9 @@ async def v3(db: AsyncDatabase) -> None:
     await db.drop_collection("processed_updates")
 
 
-STEPS = [(1, v1), (2, v2), (3, v3)]
+async def v4(db: AsyncDatabase) -> None:
+    """Claim tickets (services/bot/inbox.py): the inbox deletes them with the done entries."""
+    await expiring_index(db, TICKETS, "at", WEEK_S)
+
+
+STEPS = [(1, v1), (2, v2), (3, v3), (4, v4)]

@@ -1,0 +1,87 @@
+"""Claiming inbox updates (services/bot/inbox.py) against a real MongoDB-wire server: dispatchers
+that race for the same pending updates take each one once, and a ticket whose taker died before
+using it does not hold its update forever."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
+
+from pymongo import AsyncMongoClient
+from telegram import Bot
+
+from services.bot.inbox import COLLECTION, TICKETS, Inbox
+
+BOT = "4242"
+CLAIM_TTL_S = 30
+
+
+def raw_update(update_id: int) -> dict:
+    return {"update_id": update_id, "message": {"message_id": update_id, "date": 0, "text": "/start",
+                                                "chat": {"id": 7_000 + update_id % 20, "type": "private"}}}
+
+
+def dispatcher(client: AsyncMongoClient, name: str) -> Inbox:
+    inbox = Inbox(client.botstack[COLLECTION], BOT, name, claim_ttl_s=CLAIM_TTL_S, max_attempts=5, retry_base_s=1,
+                  retention_s=3600, window=16)
+    inbox.app = SimpleNamespace(bot=Bot(f"{BOT}:inbox-claims-test-token"), update_queue=asyncio.Queue())
+    return inbox
+
+
+def claimed(inbox: Inbox) -> list[int]:
+    queue = inbox.app.update_queue
+    return [queue.get_nowait().update_id for _ in range(queue.qsize())]
+
+
+def test_racing_dispatchers_take_each_update_once(ferretdb):
+    """FerretDB checks an update's filter before it writes: without tickets, two claims of the same
+    update both succeed there."""
+    _, port = ferretdb
+
+    async def race() -> list[list[int]]:
+        clients = [AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+                   for _ in range(3)]
+        try:
+            inboxes = [dispatcher(c, f"replica-{i}") for i, c in enumerate(clients)]
+            await inboxes[0].store([raw_update(i) for i in range(1, 121)])
+            for _ in range(12):  # every dispatcher reads the same pending updates, then claims
+                await asyncio.gather(*(inbox._claim({}, 10) for inbox in inboxes))
+            return [claimed(inbox) for inbox in inboxes]
+        finally:
+            for c in clients:
+                await c.close()
+
+    taken = asyncio.run(race())
+    every = [u for ids in taken for u in ids]
+    assert sorted(every) == list(range(1, 121)), "an update claimed twice, or never"
+    assert sum(1 for ids in taken if ids) > 1, "no race: one dispatcher took everything"
+
+
+def test_a_ticket_its_taker_never_used_is_passed_over_after_the_claim_ttl(ferretdb):
+    _, port = ferretdb
+
+    async def run() -> tuple[list[int], list[int], list[int]]:
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+        try:
+            inbox = dispatcher(client, "replica-0")
+            await inbox.store([raw_update(1), raw_update(2)])
+            tickets = client.botstack[TICKETS]
+            now = datetime.now(timezone.utc)
+            # a process won these tickets and died before marking the updates claimed
+            await tickets.insert_many([
+                {"_id": f"{BOT}:1#0", "bot": BOT, "at": now - timedelta(seconds=CLAIM_TTL_S + 5)},
+                {"_id": f"{BOT}:2#0", "bot": BOT, "at": now - timedelta(seconds=1)}])
+            first = await inbox._claim({}, 10) and claimed(inbox)
+            second = await inbox._claim({}, 10) and claimed(inbox)
+            await tickets.update_one({"_id": f"{BOT}:2#0"}, {"$set": {"at": now - timedelta(seconds=CLAIM_TTL_S + 1)}})
+            await inbox._claim({}, 10)
+            third = await inbox._claim({}, 10) and claimed(inbox)
+            return first or [], second or [], third or []
+        finally:
+            await client.close()
+
+    first, second, third = asyncio.run(run())
+    assert first == [], "a ticket held by another process was taken over"
+    assert second == [1], "the long-unused ticket is passed over on the next round"
+    assert third == [2]
