@@ -1,16 +1,18 @@
 """Update throughput before and after the durable inbox, measured side by side in one run (not
 a test: it asserts nothing).
 
-    python bench/inbox_throughput.py [--before REF] [--updates 1000] [--chats 200]
+    python bench/inbox_throughput.py [--before REF] [--updates 1000] [--chats 200] [--repeat 3]
 
 Builds the offline test image (app target + FerretDB stand-in for mongod) of git REF (default:
 the last commit before the inbox) and of the working tree, then for each: stops the bot, queues
 N `/start` updates from C users (one MongoDB upsert and one reply each), starts the bot and
-times the replies from the first to the last (by the emulator's clock, as it took each one). The emulator's flood control and the bot's rate
-limiter are off: Telegram itself would cap replies at 30/s, and this measures what the bot can
-handle. Reports updates/s for both and the ratio, and the working tree once more with one update
-at a time (BOTSTACK_INBOX_CONCURRENCY=1), which separates the store's write contention (the
-stand-in, FerretDB on SQLite, takes one writer at a time) from the inbox's round trips per cycle.
+times the replies from the first to the last (by the emulator's clock, as it took each one).
+The emulator's flood control and the bot's rate limiter are off: Telegram itself would cap
+replies at 30/s, and this measures what the bot can handle. The setups take turns, --repeat
+times (run-to-run noise on the 2-core CI machine is about 15 %). Reports each setup's median
+updates/s (and every run's) and the ratio, and the working tree once more with one update at a
+time (BOTSTACK_INBOX_CONCURRENCY=1), which separates the store's write contention (the stand-in,
+FerretDB on SQLite, takes one writer at a time) from the inbox's round trips per cycle.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,6 +128,7 @@ def main() -> None:
     parser.add_argument("--before", default=BEFORE, help="git ref measured as 'before'")
     parser.add_argument("--updates", type=int, default=1000)
     parser.add_argument("--chats", type=int, default=200)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each setup, taking turns")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp, args.before], check=True,
@@ -148,17 +152,23 @@ def main() -> None:
         wait_until(lambda: http_get(f"{emulator.url}/_emulator/health").status_code == 200, 30, "the emulator")
         runs = (("before", before, {}), ("after", after, {}),
                 ("after, 1 at a time", after, {"BOTSTACK_INBOX_CONCURRENCY": "1"}))
-        measured = {name: measure(image, network, emulator, args.updates, args.chats, i, env)
-                    for i, (name, image, env) in enumerate(runs)}
+        measured: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name, _, _ in runs}
+        for turn in range(args.repeat):
+            for i, (name, image, env) in enumerate(runs):
+                measured[name].append(measure(image, network, emulator, args.updates, args.chats,
+                                              turn * len(runs) + i, env))
     finally:
         emu.stop()
         network.remove()
     print(f"{args.updates} queued /start updates over {args.chats} chats (one upsert + one reply each):")
-    base = measured["before"][0]
-    for name, (rate, used) in measured.items():
+    medians = {name: (statistics.median(r for r, _ in got),
+                      {k: statistics.median(u[k] for _, u in got) for k in got[0][1]}) for name, got in measured.items()}
+    base = medians["before"][0]
+    for name, (rate, used) in medians.items():
         print(f"  {name:<18} {rate:7.1f} updates/s  ({rate / base:.2f}x before)   CPU ms per update: "
               + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(used.items()) if k != "cores busy")
-              + f"; {used['cores busy']:.2f} cores busy")
+              + f"; {used['cores busy']:.2f} cores busy; runs: "
+              + ", ".join(f"{r:.1f}" for r, _ in measured[name]))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 from telegram import Update
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
@@ -23,29 +22,22 @@ from services.common.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _db(context: ContextTypes.DEFAULT_TYPE) -> AsyncDatabase:
-    return context.bot_data["db"]
-
-
 async def record_message(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Count every incoming message once: keyed by update_id, so a re-run finds it there.
 
-    An insert whose duplicate is refused, not an upsert: the same effect, and a store finds a
-    free slot by _id through its index, where the MongoDB-wire stand-in (FerretDB on SQLite)
-    matches an upsert's filter against every stored message."""
+    Written with the update's done mark (Inbox.record): one insert for many messages, and an
+    insert whose duplicate is skipped rather than an upsert, which the MongoDB-wire stand-in
+    (FerretDB on SQLite) would match against every stored message."""
     msg = update.effective_message
     if msg is None:
         return
-    try:
-        await _db(context)[MESSAGES].insert_one({
-            "_id": update.update_id,
-            "chat_id": msg.chat_id,
-            "user_id": update.effective_user.id if update.effective_user else None,
-            "text": msg.text,
-            "date": msg.date,
-        })
-    except DuplicateKeyError:
-        pass  # counted by an earlier run of this update
+    await context.bot_data["inbox"].record(update, MESSAGES, {
+        "_id": update.update_id,
+        "chat_id": msg.chat_id,
+        "user_id": update.effective_user.id if update.effective_user else None,
+        "text": msg.text,
+        "date": msg.date,
+    })
 
 
 async def version(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

@@ -114,6 +114,8 @@ class Inbox:
         self.in_flight: dict[int, tuple[str, bool]] = {}  # update_id -> (claim token, suspect)
         self._errors: dict[int, BaseException] = {}
         self._done: list[str] = []
+        self._records: dict[int, list[tuple[str, dict]]] = {}  # update_id -> its handlers' record() calls
+        self._writes: list[tuple[str, dict]] = []  # records of finished updates, written before their done marks
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
         self._suspects_maybe = True  # False once a look found none; looked for again every RECOVER_EVERY_S
@@ -175,8 +177,8 @@ class Inbox:
             self._wake.clear()
             try:
                 now = time.monotonic()
-                if self._done and (len(self._done) >= DONE_BATCH or now - last_flush >= FLUSH_EVERY_S
-                                   or not self.in_flight):
+                if (self._done or self._writes) and (len(self._done) >= DONE_BATCH or not self.in_flight
+                                                     or now - last_flush >= FLUSH_EVERY_S):
                     await self._flush_done()
                     last_flush = now
                 if now - last_renew > self.claim_ttl_s / 3:
@@ -197,7 +199,8 @@ class Inbox:
                 continue  # more may be due
             waking = asyncio.create_task(self._wake.wait())
             stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({waking, stopping}, timeout=FLUSH_EVERY_S if self._done else RECOVER_EVERY_S,
+            await asyncio.wait({waking, stopping},
+                               timeout=FLUSH_EVERY_S if self._done or self._writes else RECOVER_EVERY_S,
                                return_when=asyncio.FIRST_COMPLETED)
             waking.cancel()
             stopping.cancel()
@@ -316,7 +319,15 @@ class Inbox:
 
     async def _flush_done(self) -> None:
         """Finished updates are done whatever their state says now (a claim that expired meanwhile,
-        a park after a death): their handlers ran to the end."""
+        a park after a death): their handlers ran to the end. What they record()ed goes in first,
+        so an update marked done has its records stored."""
+        if self._writes:
+            writes, self._writes = self._writes, []
+            try:
+                await self._insert(writes)
+            except PyMongoError:
+                self._writes[:0] = writes
+                raise
         if not self._done:
             return
         ids, self._done = self._done, []
@@ -326,6 +337,18 @@ class Inbox:
         except PyMongoError:
             self._done.extend(ids)  # kept for the next flush; at worst they run again after a crash
             raise
+
+    async def _insert(self, writes: list[tuple[str, dict]]) -> None:
+        """One insert per collection; a document already there (a re-run of its update) is skipped."""
+        by_collection: dict[str, list[dict]] = defaultdict(list)
+        for name, doc in writes:
+            by_collection[name].append(doc)
+        for name, docs in by_collection.items():
+            try:
+                await self.collection.database[name].insert_many(docs, ordered=False)
+            except BulkWriteError as exc:
+                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
+                    raise
 
     async def _cleanup(self) -> None:
         """Delete done entries past retention (a TTL index does it too where the server has one)."""
@@ -340,6 +363,16 @@ class Inbox:
 
     # -- results of the handlers ----------------------------------------------------------------
 
+    async def record(self, update: Update, collection: str, doc: dict) -> None:
+        """Store `doc`, keyed by the update (its `_id` derived from update_id), together with the
+        update's done mark: one insert for many updates instead of one round trip each. Stored
+        once whatever happens: a re-run of the update inserts it again and the duplicate is
+        skipped; it is stored also when a later handler raises (as if inserted at once)."""
+        if update.update_id in self.in_flight:
+            self._records.setdefault(update.update_id, []).append((collection, doc))
+        else:  # not from the inbox
+            await self._insert([(collection, doc)])
+
     def note_error(self, update: object, error: BaseException) -> None:
         if isinstance(update, Update):
             self._errors[update.update_id] = error
@@ -348,6 +381,7 @@ class Inbox:
         """Called when python-telegram-bot has run every handler for `update`."""
         taken = self.in_flight.pop(update.update_id, None)
         error = self._errors.pop(update.update_id, None)
+        self._writes.extend(self._records.pop(update.update_id, ()))
         if taken is None:
             return  # not from the inbox (never happens in production)
         token, suspect = taken
@@ -389,6 +423,7 @@ class Inbox:
         """Not run because the process is stopping: hand_back() returns it to the inbox."""
         self.in_flight.pop(update.update_id, None)
         self._errors.pop(update.update_id, None)
+        self._records.pop(update.update_id, None)
 
     async def hand_back(self) -> None:
         """On a clean stop, after the application finished what it took: record what is done and
@@ -450,7 +485,9 @@ class InboxUpdateProcessor(BaseUpdateProcessor):
 
 
 def install(app: Application, inbox: Inbox) -> None:
-    """The first error handler: tells the inbox which update's handlers raised."""
+    """The first error handler: tells the inbox which update's handlers raised. Handlers find
+    the inbox in bot_data["inbox"] (for Inbox.record)."""
+    app.bot_data["inbox"] = inbox
 
     async def note_failure(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
         inbox.note_error(update, context.error)

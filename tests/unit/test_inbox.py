@@ -1,6 +1,6 @@
-"""Claiming inbox updates (services/bot/inbox.py) against a real MongoDB-wire server: dispatchers
-that race for the same pending updates take each one once, and a ticket whose taker died before
-using it does not hold its update forever."""
+"""The inbox (services/bot/inbox.py) against a real MongoDB-wire server: dispatchers that race
+for the same pending updates take each one once, a ticket whose taker died before using it does
+not hold its update forever, and what handlers record goes in with the done marks, once."""
 
 from __future__ import annotations
 
@@ -85,3 +85,35 @@ def test_a_ticket_its_taker_never_used_is_passed_over_after_the_claim_ttl(ferret
     assert first == [], "a ticket held by another process was taken over"
     assert second == [1], "the long-unused ticket is passed over on the next round"
     assert third == [2]
+
+
+def test_records_go_in_with_the_done_marks_once(ferretdb):
+    _, port = ferretdb
+
+    async def run() -> dict:
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+        try:
+            inbox = dispatcher(client, "replica-0")
+            db = client.botstack
+            await db.messages.insert_one({"_id": 1, "run": "an earlier run of update 1"})
+            await inbox.store([raw_update(i) for i in (1, 2, 3)])
+            await inbox._claim({}, 10)
+            updates = {u.update_id: u for u in (inbox.app.update_queue.get_nowait() for _ in range(3))}
+            for update_id, update in updates.items():
+                await inbox.record(update, "messages", {"_id": update_id, "run": "this one"})
+            before_flush = await db.messages.count_documents({})
+            inbox.note_error(updates[2], RuntimeError("a later handler raised"))
+            await inbox.finished(updates[1])
+            await inbox.finished(updates[2])
+            await inbox._flush_done()
+            return {"before_flush": before_flush,
+                    "messages": {d["_id"]: d["run"] async for d in db.messages.find()},
+                    "states": {d["update_id"]: d["state"] async for d in db[COLLECTION].find()}}
+        finally:
+            await client.close()
+
+    seen = asyncio.run(run())
+    assert seen["before_flush"] == 1, "records are written with the done marks, not one by one"
+    assert seen["messages"] == {1: "an earlier run of update 1", 2: "this one"}, \
+        "a re-run's record is skipped, a failed update's kept, an unfinished update's not yet written"
+    assert seen["states"] == {1: "done", 2: "pending", 3: "claimed"}
