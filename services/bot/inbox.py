@@ -63,7 +63,7 @@ PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
 DUPLICATE_KEY = 11000
 RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
 SUSPECT_AFTER = 2  # abandoned this often: handled alone
-# A claim costs two round trips and marking done one: both are done for many updates at a time.
+# A claim costs three round trips, marking done one (two with records): each for many updates at a time.
 FLUSH_EVERY_S = 0.2  # finished updates are marked done at least this often...
 DONE_BATCH = 64  # ...or as soon as this many are waiting
 CLEANUP_EVERY_S = 600.0
