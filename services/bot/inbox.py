@@ -368,6 +368,9 @@ class Inbox:
         update's done mark: one insert for many updates instead of one round trip each. Stored
         once whatever happens: a re-run of the update inserts it again and the duplicate is
         skipped; it is stored also when a later handler raises (as if inserted at once)."""
+        if "_id" not in doc:  # a generated one would store it again on every re-run
+            raise ValueError(f"Inbox.record into {collection}: the document needs an _id derived from "
+                             f"update {update.update_id}, so that a re-run of the update stores it once")
         if update.update_id in self.in_flight:
             self._records.setdefault(update.update_id, []).append((collection, doc))
         else:  # not from the inbox

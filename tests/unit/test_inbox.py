@@ -8,6 +8,7 @@ import asyncio
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
+import pytest
 from pymongo import AsyncMongoClient
 from telegram import Bot
 
@@ -101,6 +102,8 @@ def test_records_go_in_with_the_done_marks_once(ferretdb):
             updates = {u.update_id: u for u in (inbox.app.update_queue.get_nowait() for _ in range(3))}
             for update_id, update in updates.items():
                 await inbox.record(update, "messages", {"_id": update_id, "run": "this one"})
+            with pytest.raises(ValueError, match="needs an _id derived from update 3"):
+                await inbox.record(updates[3], "messages", {"run": "no _id: stored again by every re-run"})
             before_flush = await db.messages.count_documents({})
             inbox.note_error(updates[2], RuntimeError("a later handler raised"))
             await inbox.finished(updates[1])
