@@ -28,7 +28,6 @@ CAUSES = ("crash", "hang", "fatal")
 RETRY_S = 5.0  # after a failed write; doubled after each further failure, up to RETRY_MAX_S
 RETRY_MAX_S = 60.0
 WRITER_TIMEOUT_S = 30.0
-DUPLICATE_KEY = 11000
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ def write(docs: list[dict]) -> None:
     """The writer process's work: the events, into `health_events`, once each."""
     from pymongo.errors import BulkWriteError
 
-    from services.common.db import make_sync_client
+    from services.common.db import already_stored, make_sync_client
     from services.common.settings import settings_or_exit
 
     settings = settings_or_exit("healthcheck")
@@ -140,9 +139,8 @@ def write(docs: list[dict]) -> None:
         try:
             client[settings.mongodb_db][COLLECTION].insert_many(
                 [{**d, "time": datetime.fromisoformat(d["time"])} for d in docs], ordered=False)
-        except BulkWriteError as exc:  # stored by an earlier writer that was cut off: fine
-            if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                raise
+        except BulkWriteError as exc:
+            already_stored(exc)  # by an earlier writer that was cut off: fine
 
 
 if __name__ == "__main__":

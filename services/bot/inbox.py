@@ -53,6 +53,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from telegram import Update
 from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
+from services.common.db import DUPLICATE_KEY, already_stored
 from services.common.wait import wait_for_stop
 
 log = logging.getLogger("botstack.bot.inbox")
@@ -60,7 +61,6 @@ log = logging.getLogger("botstack.bot.inbox")
 COLLECTION = "inbox"
 TICKETS = "inbox_claims"
 PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
-DUPLICATE_KEY = 11000
 RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
 SUSPECT_AFTER = 2  # abandoned this often: handled alone
 # A claim costs three round trips, marking done one (two with records): each for many updates at a time.
@@ -143,16 +143,16 @@ class Inbox:
         if not docs:
             return 0
         try:
-            result = await self.durable.insert_many(docs, ordered=False)
-            new = len(result.inserted_ids)
+            await self.durable.insert_many(docs, ordered=False)
+            new = len(docs)
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            other = [e for e in errors if e.get("code") != DUPLICATE_KEY]
-            if other:
-                log.error("the inbox refused an update: %s", str(other[0].get("errmsg"))[:300])
+            try:
+                new = len(docs) - len(already_stored(exc))
+            except BulkWriteError:
+                other = next(e for e in exc.details["writeErrors"] if e.get("code") != DUPLICATE_KEY)
+                log.error("the inbox refused an update: %s", str(other.get("errmsg"))[:300])
                 raise
-            new = len(docs) - len(errors)
-            log.info("%d update(s) already received; not stored twice", len(errors))
+            log.info("%d update(s) already received; not stored twice", len(docs) - new)
         self._wake.set()
         return new
 
@@ -265,10 +265,7 @@ class Inbox:
             await self.tickets.insert_many(tickets, ordered=False)
             return docs
         except BulkWriteError as exc:
-            errors = exc.details.get("writeErrors", [])
-            if any(e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
-            lost = {e["index"] for e in errors}
+            lost = already_stored(exc)
         held = {t["_id"]: t.get("at") async for t in self.tickets.find({"_id": {"$in": [tickets[i]["_id"] for i in lost]}})}
         for i in lost:
             at = held.get(tickets[i]["_id"])
@@ -347,8 +344,7 @@ class Inbox:
             try:
                 await self.collection.database[name].insert_many(docs, ordered=False)
             except BulkWriteError as exc:
-                if any(e.get("code") != DUPLICATE_KEY for e in exc.details.get("writeErrors", [])):
-                    raise
+                already_stored(exc)
 
     async def _cleanup(self) -> None:
         """Delete done entries past retention (a TTL index does it too where the server has one)."""

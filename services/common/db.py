@@ -11,6 +11,7 @@ import asyncio
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from services.common.settings import Settings
 
@@ -32,6 +33,19 @@ def make_sync_client(settings: Settings, program: str = "cli", timeout_ms: int |
     if timeout_ms is not None:
         options.update(serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, socketTimeoutMS=timeout_ms)
     return MongoClient(settings.mongodb_uri, **options)
+
+
+DUPLICATE_KEY = 11000
+
+
+def already_stored(exc: BulkWriteError) -> set[int]:
+    """For an unordered insert_many that was refused: the indices of the documents refused only
+    because their _id is already stored (a re-run, a redelivery, a race another process won).
+    Any other refusal raises `exc` again."""
+    errors = exc.details.get("writeErrors", [])
+    if any(e.get("code") != DUPLICATE_KEY for e in errors):
+        raise exc
+    return {e["index"] for e in errors}
 
 
 def database(client: AsyncMongoClient, settings: Settings) -> AsyncDatabase:
