@@ -96,17 +96,28 @@ def bot_id(token: str) -> str:
     return token.split(":")[0]
 
 
-def test_hung_sidecar_is_healed(start_stack):
-    stack = start_stack()
+def test_hung_sidecar_is_healed(start_stack, emulator):
+    """SIGSTOP the sidecar while users keep writing: a new sidecar within 15 s, nothing else
+    restarted, and every update sent meanwhile answered, its note stored exactly once."""
+    stack, token = alerting_stack(start_stack)
     before = settled(stack)
     old = before["healthcheck"]["pid"]
+    ids = [remember(emulator, bot_id(token), n) for n in range(20)]
     t0 = time.monotonic()
     stack.signal(old, "STOP")
-    wait_until(lambda: (p := stack.programs()["healthcheck"])["pid"] != old and p["statename"] in ("STARTING", "RUNNING"),
-               20, "a new sidecar process", interval_s=0.2)
+
+    def replaced() -> bool:
+        ids.append(remember(emulator, bot_id(token), len(ids)))  # traffic all along
+        return (p := stack.programs()["healthcheck"])["pid"] != old and p["statename"] in ("STARTING", "RUNNING")
+
+    wait_until(replaced, 20, "a new sidecar process", interval_s=0.2)
     healed = time.monotonic() - t0
-    figure(f"hung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s")
+    repeated = sum(n - 1 for n in all_answered(emulator, bot_id(token), ids, 60).values())
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    figure(f"hung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s; {len(ids)} updates sent around it, "
+           f"all answered, {repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users")
     assert healed <= 15
+    assert len(notes) == len(ids) and set(notes) == {1}, "a note lost or stored twice"
     assert "restart program=healthcheck cause=watchdog" in stack.logs()
     wait_until(lambda: stack.db("db.health_events.count_documents({'cause': 'watchdog'})") == 1, 30,
                "the new sidecar to record its predecessor's kill")

@@ -32,6 +32,11 @@ def user(n: int) -> dict:
     return {"id": 7_000_000 + n, "first_name": f"User{n}"}
 
 
+def messages_counted(stack, ids: list[int]) -> int:
+    """How many of these updates the platform's message count holds (keyed by update_id: at most once each)."""
+    return stack.db(f"db.messages.count_documents({{'_id': {{'$in': {list(ids)}}}}})")
+
+
 def notes_per_user(stack, first: int, count: int) -> list[int]:
     return stack.db(f"[len(d.get('notes', [])) for d in db.user_contexts.find("
                     f"{{'_id': {{'$gte': {7_000_000 + first}, '$lt': {7_000_000 + first + count}}}}})]")
@@ -58,8 +63,10 @@ def test_kill_mid_burst_loses_nothing(start_stack, emulator):
     assert stack.bot_pid() != pid, "supervisord restarted the bot"
     notes = notes_per_user(stack, 0, 300)
     duplicated = sum(n - 1 for n in counts.values())
+    counted = wait_until(lambda: (n := messages_counted(stack, ids)) == 300 and n, 10, "every message counted")
     figure(f"kill mid-burst: {answered_at_kill} of 300 answered at the SIGKILL; afterwards all 300 answered, "
-          f"{duplicated} repl(ies) sent twice; notes stored {sum(notes)} in {len(notes)} users")
+          f"{duplicated} repl(ies) sent twice; notes stored {sum(notes)} in {len(notes)} users; "
+          f"messages counted {counted}")
     assert len(notes) == 300 and set(notes) == {1}, "every note stored exactly once"
 
 
@@ -76,8 +83,10 @@ def test_hang_heal_mid_burst_loses_nothing(start_stack, emulator):
     logs = stack.logs()
     heals = len(re.findall(r"bot \(pid \d+\) is hung", logs))
     notes = notes_per_user(stack, 2000, 100)
+    counted = wait_until(lambda: (n := messages_counted(stack, ids)) == 100 and n, 10, "every message counted")
     figure(f"hang heal mid-burst: {heals} hang heal(s); 100 of 100 answered, "
-          f"{sum(n - 1 for n in counts.values())} twice; notes {sum(notes)} in {len(notes)} users")
+          f"{sum(n - 1 for n in counts.values())} twice; notes {sum(notes)} in {len(notes)} users; "
+          f"messages counted {counted}")
     assert heals >= 1
     assert len(notes) == 100 and set(notes) == {1}
     code, out = stack.exec(["botstack", "status"])
