@@ -6,15 +6,14 @@ import asyncio
 from contextlib import asynccontextmanager
 
 import httpx
-
 from fastapi import FastAPI
 
 from services.api import schema
 from services.api.routes import admin, events, health, metrics, stats, webhook
 from services.common.db import database, make_client
+from services.common.extensions import hooks
 from services.common.http import identity_router
 from services.common.migrations import migrate_when_reachable
-from services.common.extensions import hooks
 from services.common.settings import settings_or_exit
 
 PROGRAM = "api"

@@ -18,11 +18,11 @@ import json
 import logging
 
 import uvicorn
+from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from pymongo.errors import PyMongoError
 from telegram import Update
 from telegram.ext import Application
 

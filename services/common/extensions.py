@@ -23,7 +23,6 @@ from typing import Any
 
 from services.common.settings import Settings
 
-
 PACKAGE = "yours"
 
 

@@ -4,7 +4,6 @@ and the inline keyboard echoed back in the sent Message (other keyboards are not
 
 from __future__ import annotations
 
-
 from services.emulator.errors import ApiError, json_param
 
 MAX_CALLBACK_DATA_BYTES = 64

@@ -18,7 +18,6 @@ os.environ.setdefault("TESTCONTAINERS_CONNECTION_MODE", "docker_host")
 os.environ.setdefault("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 
 import re
-import secrets
 import subprocess
 import time
 import uuid
@@ -33,7 +32,7 @@ from testcontainers.core.container import DockerContainer
 from testcontainers.core.image import DockerImage
 from testcontainers.core.network import Network
 
-from tests.integration.harness import WEB_PASSWORD, Emulator, Stack, http_get, wait_until
+from tests.integration.harness import WEB_PASSWORD, Emulator, Stack, http_get, new_token, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OFFLINE = Path(__file__).parent / "offline"
@@ -122,7 +121,7 @@ def stack_image(app_image, build_identity) -> str:
 
 @pytest.fixture(scope="session")
 def bot_token() -> str:
-    return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    return new_token()
 
 
 @pytest.fixture(scope="session")

@@ -6,11 +6,12 @@ Everything waits by polling a condition against a deadline; nothing sleeps and h
 from __future__ import annotations
 
 import json
-from pathlib import Path
+import secrets
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
 import httpx
@@ -48,6 +49,11 @@ def figure(text: str) -> None:
     FIGURES.parent.mkdir(exist_ok=True)
     with FIGURES.open("a") as f:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
+
+
+def new_token() -> str:
+    """A bot token of Telegram's shape, unique to one test (its own bot in the emulator)."""
+    return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
 
 
 def http_get(url: str, timeout_s: float = 3.0) -> httpx.Response:

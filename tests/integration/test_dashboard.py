@@ -17,7 +17,7 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
 from tests.integration.conftest import LOG_DIR
-from tests.integration.harness import WEB_PASSWORD, wait_until
+from tests.integration.harness import WEB_PASSWORD, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def confirm(driver, base: str, link_text: str) -> str:
 
 
 def test_dashboard_in_a_browser(start_stack, emulator, browser):
-    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    token = new_token()
     admin_token = secrets.token_hex(16)
     stack = start_stack(TELEGRAM_BOT_TOKEN=token, BOTSTACK_EXTENSIONS="botstack_testkit",
                         BOTSTACK_INBOX_MAX_ATTEMPTS="1", BOTSTACK_ADMIN_TOKEN=admin_token)

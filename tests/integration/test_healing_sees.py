@@ -8,22 +8,17 @@ from __future__ import annotations
 
 import json
 import re
-import secrets
 import time
 
 import httpx
 import pytest
 
-from tests.integration.harness import all_answered, figure, http_get, identities, wait_until
+from tests.integration.harness import all_answered, figure, http_get, identities, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
 ADMIN_CHAT = 424242
 OTHERS = ("mongodb", "api", "web", "bot")
-
-
-def new_token() -> str:
-    return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
 
 
 def alerts(emulator, bot_id: str) -> list[str]:

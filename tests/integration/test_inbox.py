@@ -17,15 +17,12 @@ import httpx
 import pytest
 
 from tests.integration.conftest import MODE, ROOT
-from tests.integration.harness import all_answered, figure, replies, wait_until
+from tests.integration.harness import all_answered, figure, new_token, replies, wait_until
 
 pytestmark = pytest.mark.integration
 
 TESTKIT = {"BOTSTACK_EXTENSIONS": "botstack_testkit"}
 
-
-def new_token() -> str:
-    return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
 
 
 def user(n: int) -> dict:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import filecmp
 import os
-import secrets
 import shutil
 import subprocess
 
@@ -19,7 +18,7 @@ import pytest
 from testcontainers.core.image import DockerImage
 
 from tests.integration.conftest import BASE_IMAGE, MODE, OFFLINE, ROOT, TAG
-from tests.integration.harness import http_get, wait_until
+from tests.integration.harness import http_get, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,7 +105,7 @@ def test_user_feature_in_its_own_place(tmp_path, build_identity, start_stack, em
         image = f"botstack:{TAG}-yours-offline"
         DockerImage(path=OFFLINE, tag=image, clean_up=False, buildargs={"APP_IMAGE": app}, rm=True).build()
 
-    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    token = new_token()
     bot = token.split(":")[0]
     stack = start_stack(image=image, TELEGRAM_BOT_TOKEN=token)
     stack.wait_healthy()

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import secrets
 
 import httpx
 import pytest
 
-from tests.integration.harness import figure, wait_until
+from tests.integration.harness import figure, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +198,7 @@ def test_doctor_catches_mistakes(start_stack):
 
 
 def test_doctor_catches_webhook_delivery_errors(start_stack, emulator):
-    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    token = new_token()
     # A host that resolves (the emulator's own) on a port where nothing listens: every delivery fails.
     stack = start_stack(TELEGRAM_BOT_TOKEN=token, TELEGRAM_WEBHOOK_URL="https://telegram:9/telegram/webhook")
     stack.wait_healthy()

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import Injector, figure, http_get, wait_until
+from tests.integration.harness import Injector, figure, http_get, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -124,7 +124,7 @@ def test_conflict_without_shared_db(start_stack, emulator):
 
 
 def test_webhook_secret(start_stack, emulator):
-    token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+    token = new_token()
     stack = start_stack(aliases=("hooked",), TELEGRAM_BOT_TOKEN=token,
                         TELEGRAM_WEBHOOK_URL="https://hooked:8000/telegram/webhook")
     stack.wait_healthy()

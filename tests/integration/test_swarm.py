@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import io
 import json
-import secrets
 import subprocess
 import time
 import uuid
@@ -23,8 +22,8 @@ import docker
 import pytest
 import yaml
 
-from tests.integration.conftest import LogArchive, ROOT
-from tests.integration.harness import Emulator, Injector, all_answered, figure, http_get, wait_until
+from tests.integration.conftest import ROOT, LogArchive
+from tests.integration.harness import Emulator, Injector, all_answered, figure, http_get, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +46,7 @@ class Swarm:
                  workdir: Path) -> None:
         self.client = client
         self.name = f"bs{uuid.uuid4().hex[:6]}"
-        self.token = f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"
+        self.token = new_token()
         self.bot_id = self.token.split(":")[0]
         self.image = image
         self.network = client.networks.create(f"{self.name}-net", driver="overlay", attachable=True)

@@ -21,8 +21,8 @@ import pytest
 # starlette warns at import that it would rather use `httpx2`; the tests use httpx on purpose.
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
-    import starlette.testclient  # noqa: F401
     import fastapi.testclient  # noqa: F401
+    import starlette.testclient  # noqa: F401
 
 from services.common.settings import settings_or_exit
 

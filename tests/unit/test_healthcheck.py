@@ -822,7 +822,6 @@ def test_event_recorded_into_a_full_queue_while_insert_many_runs_is_not_lost():
 
 def test_writer_thread_writes_events_once_mongodb_answers(monkeypatch):
     import healthcheck.events as events_module
-
     from tests.unit.conftest import wait_until
 
     monkeypatch.setattr(events_module, "RETRY_S", 0.01)
@@ -1119,7 +1118,7 @@ def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_
 
     from supervisor.states import ProcessStates
 
-    from healthcheck.guardian import START_GRACE_S, STALE_S, check
+    from healthcheck.guardian import STALE_S, START_GRACE_S, check
 
     beat = tmp_path / "hb"
     beat.touch()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import sys
 
-
 from services.common.logs import REDACTED, RedactingFormatter, setup_logging
 from tests.unit.conftest import TOKEN
 

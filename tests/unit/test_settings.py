@@ -139,7 +139,8 @@ def test_the_container_runs_its_own_mongod_only_for_a_uri_that_points_at_it(uri,
 
 def test_with_no_database_setting_the_entry_point_decides_as_the_settings_would(monkeypatch):
     from services.common.local_mongod import runs_local_mongod
-    from services.start import DATABASE_SETTINGS, EX_CONFIG as START_EX_CONFIG, wants_local_mongod
+    from services.start import DATABASE_SETTINGS, wants_local_mongod
+    from services.start import EX_CONFIG as START_EX_CONFIG
 
     for name in DATABASE_SETTINGS:
         monkeypatch.delenv(name, raising=False)

@@ -7,7 +7,6 @@ import asyncio
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
 from pymongo.errors import PyMongoError
 
 from services.api.deps import DbDep, SettingsDep
