@@ -29,7 +29,9 @@ def create_app() -> FastAPI:
         client = make_client(settings, PROGRAM)
         app.state.mongo = client
         app.state.db = database(client, settings)
-        app.state.http = httpx.AsyncClient(timeout=10.0)
+        # Forwards webhooks to the bot on 127.0.0.1: straight there, never through a proxy set
+        # for the way out (HTTP_PROXY/ALL_PROXY without NO_PROXY for loopback would swallow them).
+        app.state.http = httpx.AsyncClient(timeout=10.0, trust_env=False)
         migrating = asyncio.create_task(
             migrate_when_reachable(app.state.db, PROGRAM, schema.STEPS, lambda v: schema_version.update(api=v))
         )

@@ -189,7 +189,8 @@ class Deploy:
 
     def api_sha(self, tag: str) -> str:
         port = self.compose("port", SERVICE, "8000", tag=tag).stdout.strip().rsplit(":", 1)[1]
-        return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5).json()["git_sha"]
+        # The published port on this machine: never through a proxy set for the way out.
+        return httpx.get(f"http://127.0.0.1:{port}/version", timeout=5, trust_env=False).json()["git_sha"]
 
     def problem(self, tag: str, sha: str) -> str | None:
         """What is wrong with the running stack as build `sha`; None when nothing is."""

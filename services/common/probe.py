@@ -1,22 +1,35 @@
 """`python -m services.common.probe URL`: exit 0 if URL answers 2xx within the timeout.
 
 For Docker/compose HEALTHCHECK: the image has no curl, and this needs only the stdlib.
+
+A probe asks the container's own programs, on loopback, so it connects straight to them with
+http.client and never through HTTP_PROXY / ALL_PROXY: users set those for the way out (often
+with no NO_PROXY for 127.0.0.1), and urllib would send the probe to the proxy, where it fails
+and the sidecar would restart a healthy program again and again. (It also keeps urllib.request
+out of the sidecar, which runs for the container's whole life.)
 """
 
 from __future__ import annotations
 
 import http.client
 import sys
-import urllib.error
-import urllib.request
+from urllib.parse import urlsplit
 
 
 def check(url: str, timeout_s: float) -> tuple[bool, str]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return 200 <= response.status < 300, f"{response.status}"
-    except urllib.error.HTTPError as exc:
-        return False, f"{exc.code} {exc.read(300).decode(errors='replace')}"
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"not an http:// URL: {url}")
+        conn = http.client.HTTPConnection(parts.hostname, parts.port or 80, timeout=timeout_s)
+        try:
+            conn.request("GET", (parts.path or "/") + (f"?{parts.query}" if parts.query else ""))
+            response = conn.getresponse()
+            if 200 <= response.status < 300:
+                return True, f"{response.status}"
+            return False, f"{response.status} {response.read(300).decode(errors='replace')}"
+        finally:
+            conn.close()
     except (OSError, ValueError, http.client.HTTPException) as exc:
         return False, f"{type(exc).__name__}: {exc}"
 

@@ -51,6 +51,14 @@ def figure(text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
 
 
+# A proxy set for the way out, as many hosts and platforms set one, with no NO_PROXY for loopback:
+# a closed port, so anything sent through it fails at once. Only `telegram` (the emulator) is exempt,
+# as a working proxy would carry it.
+DEAD_PROXY = "http://127.0.0.1:9"
+PROXY_ENV = {name: DEAD_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
+                                           "all_proxy")} | {"NO_PROXY": "telegram", "no_proxy": "telegram"}
+
+
 def new_token() -> str:
     """A bot token of Telegram's shape, unique to one test (its own bot in the emulator)."""
     return f"{secrets.randbelow(9 * 10**9) + 10**9}:{secrets.token_urlsafe(33)}"

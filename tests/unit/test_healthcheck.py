@@ -982,6 +982,42 @@ def test_http_probe_reports_a_non_http_answer_as_failure_instead_of_raising():
     assert detail
 
 
+def test_http_probe_goes_straight_to_the_program_whatever_proxy_is_set(monkeypatch):
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from services.common.probe import check
+
+    asked: list[str] = []
+
+    class Program(BaseHTTPRequestHandler):
+        def do_GET(self):
+            asked.append(self.path)
+            status = 200 if self.path.startswith("/health") else 503
+            self.send_response(status)
+            self.end_headers()
+            self.wfile.write(b"starting" if status == 503 else b"ok")
+
+        def log_message(self, *args):
+            pass
+
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.setenv(name, "http://127.0.0.1:9")  # nothing listens there: a proxied probe fails
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Program)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        assert check(f"{base}/health?deep=1", 2) == (True, "200")
+        assert check(f"{base}/ready", 2) == (False, "503 starting")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert asked == ["/health?deep=1", "/ready"]
+    assert check("https://127.0.0.1:1/health", 1)[0] is False
+
+
 # --- crash cycles, configuration errors, external database, alerts, the watchdog ------------------
 
 class Sent(list):
