@@ -49,17 +49,37 @@ def main() -> None:
                          "database, or run the standalone target\n")
         raise SystemExit(EX_CONFIG)
     os.environ["BOTSTACK_MONGOD_AUTOSTART"] = "true" if local else "false"
-    wake_supervisord_when_listening(CONFIG)
+    control = control_socket(CONFIG)
+    make_run_dirs(control)
+    wake_supervisord_when_listening(control)
     os.execvp("supervisord", ["supervisord", "-c", CONFIG])
 
 
-def wake_supervisord_when_listening(config: str, timeout_s: float = 10.0) -> None:
+def control_socket(config: str) -> str:
+    """Where supervisord listens (its [unix_http_server] file); "" when it does not."""
+    parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
+    parser.read(config)
+    return parser.get("unix_http_server", "file", fallback="")
+
+
+def make_run_dirs(control: str) -> None:
+    """The image has /run/botstack, but a hardened container mounts a fresh tmpfs on /run
+    (`read_only: true` with `tmpfs: [/run, /tmp]`), hiding it: make the control socket's folder
+    and BOTSTACK_RUN_DIR again, private to this user, before supervisord needs them."""
+    for path in {os.path.dirname(control), os.environ.get("BOTSTACK_RUN_DIR", "")} - {""}:
+        try:
+            os.makedirs(path, mode=0o750, exist_ok=True)
+        except OSError as exc:
+            sys.stderr.write(f"{PROGRAM}: configuration error: {path}: cannot create it ({exc.strerror}); "
+                             f"mount a tmpfs the botstack user (uid {os.getuid()}) may write there, e.g. "
+                             f"tmpfs: {path}:uid={os.getuid()},gid={os.getgid()},mode=0750\n")
+            raise SystemExit(EX_CONFIG) from None
+
+
+def wake_supervisord_when_listening(path: str, timeout_s: float = 10.0) -> None:
     """supervisord starts its programs only after its first second-long wait for events
     (supervisor 4.3, runforever): every container start lost that second. A connection to its
     socket ends the wait; a short-lived child makes one as soon as supervisord listens."""
-    parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
-    parser.read(config)
-    path = parser.get("unix_http_server", "file", fallback="")
     if not path or os.fork():
         return
     try:  # the child: never returns to the caller

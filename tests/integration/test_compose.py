@@ -53,6 +53,13 @@ def test_compose_up_wait_serves_a_healthy_stack(stack_image, emulator_image, bot
         assert mounts["/data/db"]["Type"] == "volume"
         assert mounts["/data/db"]["Name"] == f"{project}_botstack-data"
         assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+        # Read-only but for its volumes and tmpfs: the running stack cannot change its own image.
+        assert inspect["HostConfig"]["ReadonlyRootfs"] is True
+        touch = compose("exec", "-T", "botstack", "sh", "-c", "echo x >> /var/tmp/x", env=env, files=files)
+        assert touch.returncode != 0 and "Read-only file system" in touch.stderr, touch.stderr  # 1777 in the image
+        backup = compose("exec", "-T", "botstack", "botstack", "backup", env=env, files=files)
+        assert backup.returncode == 0, backup.stdout + backup.stderr
     finally:
         log_archive.add(project, compose("logs", "--no-color", env=env, files=files).stdout)
         compose("down", "--volumes", "--timeout", "30", env=env, files=files)

@@ -69,3 +69,40 @@ def test_the_app_target_without_a_database_setting_refuses_with_one_line(docker_
         assert "set MONGODB_URI" in lines[0], lines
     finally:
         container.remove(force=True)
+
+
+def test_a_read_only_container_makes_its_run_dir_or_says_what_to_mount(docker_client, stack_image, tmp_path):
+    """A read-only root filesystem with a fresh, empty /run hides the image's /run/botstack.
+    A world-writable one (Kubernetes' emptyDir: a host folder, mode 0777): botstack makes its
+    folder there and starts. A root-owned one: one line saying what to mount, exit 78."""
+    env = {"TELEGRAM_BOT_TOKEN": "123456:" + "a" * 35}
+    empty_dir = tmp_path / "run"
+    empty_dir.mkdir()
+    empty_dir.chmod(0o1777)
+    container = docker_client.containers.run(stack_image, detach=True, read_only=True, environment=env,
+                                             volumes={str(empty_dir): {"bind": "/run", "mode": "rw"}},
+                                             tmpfs={"/tmp": ""})
+    try:
+        def answers() -> bool:
+            container.reload()
+            assert container.status == "running", container.logs().decode()[-2000:]
+            code, _ = container.exec_run(["python", "-m", "services.common.probe", "http://127.0.0.1:8000/ready"])
+            return code == 0
+        wait_until(answers, 90, "the API ready on a read-only root filesystem")
+        assert container.exec_run(["stat", "-c", "%a %U", "/run/botstack"]).output.decode().split() == \
+            ["750", "botstack"]
+    finally:
+        container.remove(force=True)
+
+    roots = tmp_path / "run-of-root"
+    roots.mkdir(mode=0o755)  # root's, as the test runs as root: the botstack user may not write in it
+    container = docker_client.containers.run(stack_image, detach=True, read_only=True, environment=env,
+                                             volumes={str(roots): {"bind": "/run", "mode": "rw"}},
+                                             tmpfs={"/tmp": ""})
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 78
+        lines = container.logs().decode().strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("botstack: configuration error: /run/botstack: "), lines
+        assert "mount a tmpfs" in lines[0] and "uid=10001" in lines[0], lines
+    finally:
+        container.remove(force=True)
