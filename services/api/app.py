@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from services.api import schema
 from services.api.routes import admin, events, health, metrics, stats, webhook
+from services.common.bodylimit import BodyLimit
 from services.common.db import database, make_client
 from services.common.extensions import hooks
 from services.common.http import identity_router
@@ -51,6 +52,7 @@ def create_app() -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    app.add_middleware(BodyLimit, max_bytes=settings.api_max_body_bytes)
     app.include_router(identity_router(settings, PROGRAM, extra=lambda: {"schema": dict(schema_version)}))
     app.include_router(health.router)
     app.include_router(stats.router)

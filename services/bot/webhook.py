@@ -20,6 +20,7 @@ import logging
 import uvicorn
 from pymongo.errors import PyMongoError
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -28,6 +29,7 @@ from telegram.ext import Application
 
 from services.bot.botapi import until_it_works
 from services.bot.inbox import Inbox
+from services.common.bodylimit import TELEGRAM_UPDATE_MAX_BYTES, BodyLimit
 from services.common.settings import Settings
 
 log = logging.getLogger("botstack.bot.webhook")
@@ -65,7 +67,8 @@ def receiver(inbox: Inbox, secret: str) -> Starlette:
             return JSONResponse({"ok": False, "error": "database unavailable"}, status_code=503)
         return JSONResponse({"ok": True})
 
-    return Starlette(routes=[Route(PATH, receive, methods=["POST"])])
+    return Starlette(routes=[Route(PATH, receive, methods=["POST"])],
+                     middleware=[Middleware(BodyLimit, max_bytes=TELEGRAM_UPDATE_MAX_BYTES)])
 
 
 async def set_webhook(app: Application, url: str, secret: str, stop: asyncio.Event) -> bool:

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535, validation_alias=AliasChoices("BOTSTACK_API_PORT", "PORT"))
     web_port: int = Field(8080, ge=1, le=65535)
     graceful_timeout: int = Field(10, ge=1, le=120, description="seconds uvicorn waits for requests on stop")
+    api_max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="larger request bodies get 413")
     ready_timeout_ms: int = Field(1000, ge=50, le=30000)
     supervisor_socket: str = "/run/botstack/supervisor.sock"
     run_dir: str = "/run/botstack"
@@ -244,7 +245,7 @@ _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s
                 "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s")
 OWNERS: dict[str, str] = {
     **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
-    "api_port": "api", "web_port": "web", "web_password": "web", "web_read_only": "web", "web_session_hours": "web",
+    "api_port": "api", "api_max_body_bytes": "api", "web_port": "web", "web_password": "web", "web_read_only": "web", "web_session_hours": "web",
     "web_secure_cookie": "web",
     "backup_dir": "botstack", "backup_keep": "botstack", "doctor_min_free_mb": "botstack",
 }

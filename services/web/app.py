@@ -21,6 +21,7 @@ from fastapi.templating import Jinja2Templates
 from pymongo import WriteConcern
 from starlette.middleware.sessions import SessionMiddleware
 
+from services.common.bodylimit import BodyLimit
 from services.common.buildinfo import build_info
 from services.common.db import make_sync_client
 from services.common.extensions import hooks
@@ -53,12 +54,7 @@ def create_app() -> FastAPI:
     client = make_sync_client(settings, PROGRAM)
     db = client[settings.mongodb_db]
 
-    @app.middleware("http")
-    async def bounded_forms(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if request.method == "POST" and size and size.isdigit() and int(size) > MAX_FORM_BYTES:
-            return Response("request body too large", status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=MAX_FORM_BYTES)
 
     def page(request: Request, name: str, context: dict, status: int = 200) -> HTMLResponse:
         context = {"who": access.who(request), "read_only": access.read_only, "build": build_info(settings, PROGRAM),

@@ -3,9 +3,10 @@
 import re
 from datetime import datetime
 
+import httpx
 import pytest
 
-from tests.integration.harness import PROGRAMS, http_get, wait_until
+from tests.integration.harness import PROGRAMS, figure, http_get, identities, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -94,3 +95,31 @@ def test_supervisord_is_controlled_only_through_a_private_unix_socket(stack):
     code, out = stack.exec(["python", "-c", SERVER_FAMILIES])
     assert code == 0, out
     assert out.split() == ["AF_UNIX"], "supervisord serves its API on something other than one unix socket"
+
+
+def rss_mib(stack, pid: int) -> float:
+    code, status = stack.exec(["cat", f"/proc/{pid}/status"])
+    return int(re.search(r"^VmRSS:\s+(\d+)", status, re.M).group(1)) / 1024
+
+
+def streamed(total: int, piece: int = 1 << 16):
+    """A body of `total` bytes sent in chunks, with no Content-Length to check beforehand."""
+    for start in range(0, total, piece):
+        yield b"x" * min(piece, total - start)
+
+
+def test_an_oversized_body_is_refused_as_it_arrives(stack):
+    before = stack.programs()
+    api_rss = rss_mib(stack, before["api"]["pid"])
+    json_type = {"content-type": "application/json"}
+    for url, headers, total in ((f"{stack.api}/api/v1/events", json_type, 256 << 20),
+                                (f"{stack.api}/telegram/webhook", json_type, 64 << 20),
+                                (f"{stack.web}/login", {"content-type": "application/x-www-form-urlencoded"}, 8 << 20)):
+        answer = httpx.post(url, content=streamed(total), headers=headers, timeout=60)
+        assert answer.status_code == 413, (url, answer.status_code, answer.text[:200])
+        assert "request body too large" in answer.json()["detail"]
+    grown = rss_mib(stack, before["api"]["pid"]) - api_rss
+    figure(f"oversized bodies: 256 MiB streamed to the API refused with 413; its memory grew {grown:.1f} MiB")
+    assert grown < 16, f"the API's memory grew {grown:.1f} MiB: it read the body"
+    assert identities(stack.programs()) == identities(before)
+    assert http_get(f"{stack.api}/health").status_code == 200
