@@ -63,9 +63,9 @@ def control_socket(config: str) -> str:
 
 
 def make_run_dirs(control: str) -> None:
-    """The image has /run/botstack, but a hardened container mounts a fresh tmpfs on /run
-    (`read_only: true` with `tmpfs: [/run, /tmp]`), hiding it: make the control socket's folder
-    and BOTSTACK_RUN_DIR again, private to this user, before supervisord needs them."""
+    """The image has /run/botstack, but a hardened container may mount a fresh, empty /run over
+    it (Kubernetes' readOnlyRootFilesystem with an emptyDir there): make the control socket's
+    folder and BOTSTACK_RUN_DIR again, private to this user, before supervisord needs them."""
     for path in {os.path.dirname(control), os.environ.get("BOTSTACK_RUN_DIR", "")} - {""}:
         try:
             os.makedirs(path, mode=0o750, exist_ok=True)

@@ -245,8 +245,8 @@ _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s
                 "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s")
 OWNERS: dict[str, str] = {
     **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
-    "api_port": "api", "api_max_body_bytes": "api", "web_port": "web", "web_password": "web", "web_read_only": "web", "web_session_hours": "web",
-    "web_secure_cookie": "web",
+    "api_port": "api", "api_max_body_bytes": "api",
+    "web_port": "web", "web_password": "web", "web_read_only": "web", "web_session_hours": "web", "web_secure_cookie": "web",
     "backup_dir": "botstack", "backup_keep": "botstack", "doctor_min_free_mb": "botstack",
 }
 
