@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EX_CONFIG = 78
 
-TOKEN_PATTERN = re.compile(r"^\d{3,}:[A-Za-z0-9_-]{30,}$")
+TOKEN_PATTERN = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")  # fullmatch: `$` would let a final newline in
 PLACEHOLDER = "replace-with-the-token"  # .env.example's TELEGRAM_BOT_TOKEN
 
 
@@ -137,7 +137,11 @@ class Settings(BaseSettings):
     @field_validator("telegram_bot_token")
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not TOKEN_PATTERN.match(value.get_secret_value()):
+        # A token pasted with a space or a line break around it (a .env line, a dashboard's
+        # variable editor) is the token: the Bot API would refuse it with that space in its URLs.
+        if value is not None and value.get_secret_value() != value.get_secret_value().strip():
+            value = SecretStr(value.get_secret_value().strip())
+        if value is not None and not TOKEN_PATTERN.fullmatch(value.get_secret_value()):
             raise ValueError("is not a bot token of the form <digits>:<secret> as BotFather gives it")
         if value is not None and PLACEHOLDER in value.get_secret_value():
             raise ValueError("is still the placeholder from .env.example: put the token @BotFather gave you")

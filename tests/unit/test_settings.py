@@ -53,6 +53,8 @@ def test_development_allows_reload_and_debug(monkeypatch):
         ("MONGODB_URI", "nonsense"),
         ("MONGODB_URI", "mongodb://127.0.0.1:notaport/"),
         ("TELEGRAM_BOT_TOKEN", "not-a-token"),
+        ("TELEGRAM_BOT_TOKEN", "123456:ABCdefGhIJKlmno PQRstuVWxyz0123456789"),  # a space inside
+        ("BOTSTACK_API_MAX_BODY_BYTES", "12"),
         ("BOTSTACK_API_PORT", "abc"),
         ("BOTSTACK_ENV", "prod"),
     ],
@@ -75,6 +77,13 @@ def test_valid_token_is_accepted_and_only_its_public_id_is_exposed(monkeypatch):
     assert settings.telegram_bot_token.get_secret_value() == TOKEN
     assert settings.bot_id == str(BOT_ID)
     assert TOKEN not in repr(settings)
+
+
+@pytest.mark.parametrize("pasted", [TOKEN + "\n", f" {TOKEN} ", TOKEN + "\r\n"])
+def test_a_token_pasted_with_a_line_break_or_spaces_around_it_is_the_token(monkeypatch, pasted):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", pasted)
+
+    assert load_settings().telegram_bot_token.get_secret_value() == TOKEN
 
 
 def test_settings_or_exit_exits_78_with_one_stderr_line_naming_the_variable(monkeypatch, capsys):
