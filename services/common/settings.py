@@ -31,6 +31,14 @@ class ConfigError(Exception):
         self.message = message
 
 
+def trimmed(secret: SecretStr | None) -> SecretStr | None:
+    """A secret pasted with a space or line break around it (a .env line, a platform's variable
+    editor) is that secret: no token contains whitespace."""
+    if secret is None or secret.get_secret_value() == secret.get_secret_value().strip():
+        return secret
+    return SecretStr(secret.get_secret_value().strip())
+
+
 class Settings(BaseSettings):
     """Everything configurable, with production defaults. See the README's table."""
 
@@ -137,10 +145,7 @@ class Settings(BaseSettings):
     @field_validator("telegram_bot_token")
     @classmethod
     def _token(cls, value: SecretStr | None) -> SecretStr | None:
-        # A token pasted with a space or a line break around it (a .env line, a dashboard's
-        # variable editor) is the token: the Bot API would refuse it with that space in its URLs.
-        if value is not None and value.get_secret_value() != value.get_secret_value().strip():
-            value = SecretStr(value.get_secret_value().strip())
+        value = trimmed(value)  # the Bot API would refuse it with a space or line break in its URLs
         if value is not None and not TOKEN_PATTERN.fullmatch(value.get_secret_value()):
             raise ValueError("is not a bot token of the form <digits>:<secret> as BotFather gives it")
         if value is not None and PLACEHOLDER in value.get_secret_value():
@@ -150,6 +155,7 @@ class Settings(BaseSettings):
     @field_validator("admin_token")
     @classmethod
     def _admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        value = trimmed(value)  # an Authorization header cannot carry it with a space around it
         if value is not None and len(value.get_secret_value()) < 24:
             raise ValueError("must be at least 24 characters (e.g. `openssl rand -hex 24`)")
         return value

@@ -84,6 +84,8 @@ def test_a_token_pasted_with_a_line_break_or_spaces_around_it_is_the_token(monke
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", pasted)
 
     assert load_settings().telegram_bot_token.get_secret_value() == TOKEN
+    monkeypatch.setenv("BOTSTACK_ADMIN_TOKEN", pasted)  # long enough to be an admin token too
+    assert load_settings().admin_token.get_secret_value() == TOKEN
 
 
 def test_settings_or_exit_exits_78_with_one_stderr_line_naming_the_variable(monkeypatch, capsys):
