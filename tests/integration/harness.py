@@ -51,12 +51,12 @@ def figure(text: str) -> None:
         f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {line}\n")
 
 
-# A proxy set for the way out, as many hosts and platforms set one, with no NO_PROXY for loopback:
-# a closed port, so anything sent through it fails at once. Only `telegram` (the emulator) is exempt,
-# as a working proxy would carry it.
-DEAD_PROXY = "http://127.0.0.1:9"
-PROXY_ENV = {name: DEAD_PROXY for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                                           "all_proxy")} | {"NO_PROXY": "telegram", "no_proxy": "telegram"}
+# Proxies set for the way out, as many hosts and platforms set them, with no NO_PROXY for loopback:
+# closed ports, so anything sent through them fails at once. ALL_PROXY is a SOCKS one, as many use
+# to reach Telegram. Only `telegram` (the emulator) is exempt, as a working proxy would carry it.
+PROXY_ENV = {name: "http://127.0.0.1:9" for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")} | {
+    "ALL_PROXY": "socks5://127.0.0.1:9", "all_proxy": "socks5://127.0.0.1:9",
+    "NO_PROXY": "telegram", "no_proxy": "telegram"}
 
 
 def new_token() -> str:

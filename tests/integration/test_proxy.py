@@ -23,7 +23,8 @@ WATCH_S = 20  # several of the probes' periods and failure thresholds (services/
 
 def test_proxy_settings_leave_loopback_alone(start_stack, emulator):
     token = new_token()
-    stack = start_stack(aliases=("proxied",), TELEGRAM_BOT_TOKEN=token,
+    # Alerts on: the sidecar builds its Telegram client (with the SOCKS proxy) at start.
+    stack = start_stack(aliases=("proxied",), TELEGRAM_BOT_TOKEN=token, BOTSTACK_ALERT_CHAT_IDS="4242",
                         TELEGRAM_WEBHOOK_URL="https://proxied:8000/telegram/webhook", **PROXY_ENV)
     stack.wait_healthy()
     wait_until(lambda: stack.health()[1].startswith("healthy"), 60, "a healthy verdict")
