@@ -17,7 +17,8 @@ import time
 
 TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")
 REDACTED = "[REDACTED-TOKEN]"
-URI_PASSWORD = re.compile(r"(mongodb(?:\+srv)?://[^:@/\s]+):[^@\s]+@")
+# user:password@ in any URI: MongoDB's, and the proxies' (HTTP_PROXY, ALL_PROXY=socks5://user:pass@...).
+URI_PASSWORD = re.compile(r"\b([a-z][a-z0-9+.-]*://[^:@/\s]+):[^@\s]+@", re.I)
 QUIET_LOGGERS = ("httpx", "httpcore", "apscheduler", "pymongo")
 
 

@@ -82,11 +82,14 @@ def test_every_line_of_a_logged_traceback_names_the_program(restore_logging, cap
         assert " api " in f" {line} ", line
 
 
-def test_the_password_of_a_mongodb_uri_is_masked_wherever_it_appears():
+def test_the_password_of_a_uri_is_masked_wherever_it_appears():
     from services.common.logs import redact
 
     text = ("ServerSelectionTimeoutError for mongodb://app:s3cr%40t@db:27017/?authSource=admin, "
-            "retrying mongodb+srv://ops:hunter2@cluster.example.net/botstack")
+            "retrying mongodb+srv://ops:hunter2@cluster.example.net/botstack; "
+            "ProxyError via socks5://me:pr0xy-pw@10.0.0.9:1080 and HTTP://me:pr0xy-pw2@proxy:3128")
     masked = redact(text)
-    assert "s3cr%40t" not in masked and "hunter2" not in masked
+    assert "s3cr%40t" not in masked and "hunter2" not in masked and "pr0xy-pw" not in masked
     assert "mongodb://app:***@db:27017" in masked and "mongodb+srv://ops:***@cluster.example.net" in masked
+    assert "socks5://me:***@10.0.0.9:1080" in masked and "HTTP://me:***@proxy:3128" in masked
+    assert redact("see https://example.org/a:b@c and 12:30 at host@x") == "see https://example.org/a:b@c and 12:30 at host@x"
