@@ -69,11 +69,15 @@ def make_run_dirs(control: str) -> None:
     for path in {os.path.dirname(control), os.environ.get("BOTSTACK_RUN_DIR", "")} - {""}:
         try:
             os.makedirs(path, mode=0o750, exist_ok=True)
+            problem = "" if os.access(path, os.W_OK | os.X_OK) else "not writable by this user"
         except OSError as exc:
-            sys.stderr.write(f"{PROGRAM}: configuration error: {path}: cannot create it ({exc.strerror}); "
-                             f"mount a tmpfs the botstack user (uid {os.getuid()}) may write there, e.g. "
-                             f"tmpfs: {path}:uid={os.getuid()},gid={os.getgid()},mode=0750\n")
-            raise SystemExit(EX_CONFIG) from None
+            problem = f"cannot create it ({exc.strerror})"
+        if problem:  # else supervisord stops with "Cannot open an HTTP server: ... EACCES"
+            uid, gid = os.getuid(), os.getgid()
+            sys.stderr.write(f"{PROGRAM}: configuration error: {path}: {problem} (uid {uid}); run the container "
+                             f"as the image's user (10001), or mount a tmpfs this user may write there, e.g. "
+                             f"tmpfs: {path}:uid={uid},gid={gid},mode=0750\n")
+            raise SystemExit(EX_CONFIG)
 
 
 def wake_supervisord_when_listening(path: str, timeout_s: float = 10.0) -> None:

@@ -71,10 +71,11 @@ def test_the_app_target_without_a_database_setting_refuses_with_one_line(docker_
         container.remove(force=True)
 
 
-def test_a_read_only_container_makes_its_run_dir_or_says_what_to_mount(docker_client, stack_image, tmp_path):
+def test_the_run_dir_is_made_when_hidden_or_refused_with_one_line(docker_client, stack_image, tmp_path):
     """A read-only root filesystem with a fresh, empty /run hides the image's /run/botstack.
     A world-writable one (Kubernetes' emptyDir: a host folder, mode 0777): botstack makes its
-    folder there and starts. A root-owned one: one line saying what to mount, exit 78."""
+    folder there and starts. A root-owned one, or a user other than the image's: one line saying
+    what to do, exit 78 (not supervisord's "Cannot open an HTTP server")."""
     env = {"TELEGRAM_BOT_TOKEN": "123456:" + "a" * 35}
     empty_dir = tmp_path / "run"
     empty_dir.mkdir()
@@ -104,5 +105,14 @@ def test_a_read_only_container_makes_its_run_dir_or_says_what_to_mount(docker_cl
         lines = container.logs().decode().strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("botstack: configuration error: /run/botstack: "), lines
         assert "mount a tmpfs" in lines[0] and "uid=10001" in lines[0], lines
+    finally:
+        container.remove(force=True)
+
+    # Another user than the image's (`user:` in compose, a platform's own uid): the same kind of line.
+    container = docker_client.containers.run(stack_image, detach=True, user="12345:0", environment=env)
+    try:
+        assert container.wait(timeout=60)["StatusCode"] == 78
+        lines = container.logs().decode().strip().splitlines()
+        assert len(lines) == 1 and "/run/botstack: not writable by this user (uid 12345)" in lines[0], lines
     finally:
         container.remove(force=True)
