@@ -4,8 +4,8 @@ share one inbox and race for its updates.
 `URI PROCESSES UPDATES` starts PROCESSES processes. Each stores its
 share of UPDATES updates in small batches, as a replica stores the webhooks it receives, while
 its dispatcher claims whatever is due, from every replica's share, and a handler takes a few
-milliseconds per update. When the inbox has nothing pending or claimed, each prints the update
-ids its handler ran, as one JSON line.
+milliseconds per update. When the inbox has nothing pending or claimed, each reports the update
+ids its handler ran to the parent, which prints them all as one JSON line.
 Run with `python -c SOURCE URI PROCESSES UPDATES` (processes are forked).
 """
 
@@ -68,14 +68,21 @@ async def replica(index: int, uri: str, processes: int, updates: int) -> list[in
     return handled
 
 
-def run(index: int, uri: str, processes: int, updates: int) -> None:
-    print(json.dumps({"replica": index, "handled": asyncio.run(replica(index, uri, processes, updates))}), flush=True)
+def run(index: int, uri: str, processes: int, updates: int, results) -> None:
+    results.put({"replica": index, "handled": asyncio.run(replica(index, uri, processes, updates))})
 
 
 if __name__ == "__main__":
     uri, processes, updates = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    children = [multiprocessing.Process(target=run, args=(i, uri, processes, updates)) for i in range(processes)]
+    # The replicas report to the parent, which prints one line: lines printed by several processes
+    # into one pipe can run together.
+    results = multiprocessing.Queue()
+    children = [multiprocessing.Process(target=run, args=(i, uri, processes, updates, results))
+                for i in range(processes)]
     for child in children:
         child.start()
+    # Before join (a child exits only once its result is taken); bounded, in case one died.
+    runs = [results.get(timeout=300) for _ in children]
     for child in children:
         child.join()
+    print(json.dumps({"runs": runs}), flush=True)

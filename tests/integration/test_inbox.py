@@ -198,7 +198,7 @@ def test_racing_dispatchers_handle_each_update_once(docker_client, stack_image, 
     source = (ROOT / "tests" / "integration" / "racing_dispatchers.py").read_text()
     out = docker_client.containers.run(stack_image, ["python", "-c", source, external_db.uri, "3", "600"],
                                        network=network.name, remove=True)
-    runs = [json.loads(line) for line in out.decode().splitlines() if line.startswith("{")]
+    runs = next(json.loads(line) for line in out.decode().splitlines() if line.startswith('{"runs"'))["runs"]
     handled = Counter(u for run in runs for u in run["handled"])
     per_replica = sorted(len(run["handled"]) for run in runs)
     twice = sum(n - 1 for n in handled.values())
