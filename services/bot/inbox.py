@@ -317,22 +317,28 @@ class Inbox:
     async def _flush_done(self) -> None:
         """Finished updates are done whatever their state says now (a claim that expired meanwhile,
         a park after a death): their handlers ran to the end. What they record()ed goes in first,
-        so an update marked done has its records stored."""
-        if self._writes:
-            writes, self._writes = self._writes, []
+        so an update marked done has its records stored.
+
+        Both lists are taken at once: updates that finish while the records are being inserted
+        wait for the next flush with their done marks too. (Taking the done marks after that
+        await marked such updates done before their records went in; a kill in between lost
+        the records for good, since a done update never runs again.)"""
+        writes, self._writes = self._writes, []
+        ids, self._done = self._done, []
+        if writes:
             try:
                 await self._insert(writes)
             except PyMongoError:
                 self._writes[:0] = writes
+                self._done[:0] = ids
                 raise
-        if not self._done:
+        if not ids:
             return
-        ids, self._done = self._done, []
         done = {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}}
         try:  # one statement: FerretDB v1 holds a connection per statement of a command until its end
             await self.collection.update_many({"_id": {"$in": ids}}, done)
         except PyMongoError:
-            self._done.extend(ids)  # kept for the next flush; at worst they run again after a crash
+            self._done[:0] = ids  # kept for the next flush; at worst they run again after a crash
             raise
 
     async def _insert(self, writes: list[tuple[str, dict]]) -> None:

@@ -120,3 +120,38 @@ def test_records_go_in_with_the_done_marks_once(ferretdb):
     assert seen["messages"] == {1: "an earlier run of update 1", 2: "this one"}, \
         "a re-run's record is skipped, a failed update's kept, an unfinished update's not yet written"
     assert seen["states"] == {1: "done", 2: "pending", 3: "claimed"}
+
+
+def test_an_update_finished_during_a_flush_is_marked_done_only_with_its_records(ferretdb):
+    """Update 2 finishes while update 1's records are being inserted: the flush under way marks
+    only update 1 done. Marking 2 done there too, before its records went in, lost them for good
+    when the process was killed before the next flush (a done update never runs again)."""
+    _, port = ferretdb
+
+    async def run() -> dict:
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+        try:
+            inbox = dispatcher(client, "replica-0")
+            db = client.botstack
+            await inbox.store([raw_update(i) for i in (1, 2)])
+            await inbox._claim({}, 10)
+            updates = {u.update_id: u for u in (inbox.app.update_queue.get_nowait() for _ in range(2))}
+            for update_id, update in updates.items():
+                await inbox.record(update, "messages", {"_id": update_id})
+            await inbox.finished(updates[1])
+            insert = inbox._insert
+
+            async def insert_while_2_finishes(writes):
+                await inbox.finished(updates[2])  # during the await of the records' insert
+                await insert(writes)
+
+            inbox._insert = insert_while_2_finishes
+            await inbox._flush_done()  # ...and the process is killed here, before the next flush
+            return {"messages": [d["_id"] async for d in db.messages.find()],
+                    "states": {d["update_id"]: d["state"] async for d in db[COLLECTION].find()}}
+        finally:
+            await client.close()
+
+    seen = asyncio.run(run())
+    assert seen["messages"] == [1]
+    assert seen["states"] == {1: "done", 2: "claimed"}, "update 2 marked done without its record"
