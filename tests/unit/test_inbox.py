@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 from pymongo import AsyncMongoClient
-from telegram import Bot
+from telegram import Bot, Update
 
 from services.bot.inbox import COLLECTION, TICKETS, Inbox
 
@@ -30,9 +30,20 @@ def dispatcher(client: AsyncMongoClient, name: str) -> Inbox:
     return inbox
 
 
-def claimed(inbox: Inbox) -> list[int]:
+def queued(inbox: Inbox) -> dict[int, Update]:
+    """What the dispatcher's claims put on the application's queue, by update_id."""
     queue = inbox.app.update_queue
-    return [queue.get_nowait().update_id for _ in range(queue.qsize())]
+    return {u.update_id: u for u in (queue.get_nowait() for _ in range(queue.qsize()))}
+
+
+def claimed(inbox: Inbox) -> list[int]:
+    return list(queued(inbox))
+
+
+async def stored_and_claimed(inbox: Inbox, ids: tuple[int, ...]) -> dict[int, Update]:
+    await inbox.store([raw_update(i) for i in ids])
+    await inbox._claim({}, 10)
+    return queued(inbox)
 
 
 def test_racing_dispatchers_take_each_update_once(ferretdb):
@@ -97,9 +108,7 @@ def test_records_go_in_with_the_done_marks_once(ferretdb):
             inbox = dispatcher(client, "replica-0")
             db = client.botstack
             await db.messages.insert_one({"_id": 1, "run": "an earlier run of update 1"})
-            await inbox.store([raw_update(i) for i in (1, 2, 3)])
-            await inbox._claim({}, 10)
-            updates = {u.update_id: u for u in (inbox.app.update_queue.get_nowait() for _ in range(3))}
+            updates = await stored_and_claimed(inbox, (1, 2, 3))
             for update_id, update in updates.items():
                 await inbox.record(update, "messages", {"_id": update_id, "run": "this one"})
             with pytest.raises(ValueError, match="needs an _id derived from update 3"):
@@ -133,9 +142,7 @@ def test_an_update_finished_during_a_flush_is_marked_done_only_with_its_records(
         try:
             inbox = dispatcher(client, "replica-0")
             db = client.botstack
-            await inbox.store([raw_update(i) for i in (1, 2)])
-            await inbox._claim({}, 10)
-            updates = {u.update_id: u for u in (inbox.app.update_queue.get_nowait() for _ in range(2))}
+            updates = await stored_and_claimed(inbox, (1, 2))
             for update_id, update in updates.items():
                 await inbox.record(update, "messages", {"_id": update_id})
             await inbox.finished(updates[1])
