@@ -42,6 +42,9 @@ log = logging.getLogger("botstack.healthcheck")
 
 DOWN_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
 NOT_RUNNING = 70  # supervisor.xmlrpc.Faults.NOT_RUNNING
+# Readiness failing this long is news for the admins (a blip, or MongoDB starting with the
+# container, is not): the database down or refusing writes, while every program runs.
+UNREADY_ALERT_S = 15.0
 
 
 @dataclass
@@ -86,6 +89,10 @@ class Sidecar:
     watched: dict[str, Watched] = field(default_factory=dict)
     ready: tuple[bool, str] = (True, "")
     _next_ready: float = 0.0
+    _unready_since: float | None = None
+    _unready_said: bool = False  # the loss was logged
+    _unready_alerted: bool = False
+    _ready_once: bool = False
     _last_status: str = "starting"
     _bot_seen: dict = field(default_factory=dict)
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
@@ -147,6 +154,7 @@ class Sidecar:
             if now >= self._next_ready:
                 self._next_ready = now + self.readiness.period_s
                 self.ready = self._check(self.readiness)
+                self._note_readiness(now)
             if not self.ready[0]:
                 degraded.append(f"{self.readiness.program}: not ready ({self.ready[1]})")
         status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
@@ -280,6 +288,28 @@ class Sidecar:
         if cycling:
             return f"{name}: crash cycle: {count} restarts in the last {window} (last: {w.last_exit})"
         return None
+
+    def _note_readiness(self, now: float) -> None:
+        """Say when readiness is lost (at once, once it had been ready; at start only past
+        UNREADY_ALERT_S) and when it is back; alert past UNREADY_ALERT_S. Nothing is restarted."""
+        name, (ok, detail) = self.readiness.program, self.ready
+        if ok:
+            if self._unready_said:
+                log.info("%s ready again after %.0f s", name, now - self._unready_since)
+            if self._unready_alerted:
+                self.alerts.event(f"{name}:ready", f"{name} is ready again after {now - self._unready_since:.0f} s")
+            self._unready_since, self._unready_said, self._unready_alerted, self._ready_once = None, False, False, True
+            return
+        if self._unready_since is None:
+            self._unready_since = now
+        long = now - self._unready_since >= UNREADY_ALERT_S
+        if not self._unready_said and (self._ready_once or long):
+            self._unready_said = True
+            log.warning("%s not ready: %s; nothing is restarted for it", name, detail)
+        if long and not self._unready_alerted:
+            self._unready_alerted = True
+            self.alerts.event(f"{name}:unready", f"{name} not ready for {now - self._unready_since:.0f} s: {detail}. "
+                                                 "Nothing is restarted for it; updates wait until it is back")
 
     def _watch_bot(self, bot: dict | None) -> None:
         """The bot losing its polling lease, or meeting 409s (another instance with its token)."""

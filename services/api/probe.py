@@ -1,7 +1,7 @@
 """How the health sidecar checks the api program.
 
 Liveness (/health, no database): failing it means the process is hung, and it is restarted.
-Readiness (/ready, pings MongoDB): failing it means a dependency is down; the container is
+Readiness (/ready: MongoDB answers a ping and takes a write): failing it means a dependency is down; the container is
 reported degraded and nothing is restarted.
 """
 

@@ -53,7 +53,7 @@ from pymongo.errors import BulkWriteError, PyMongoError
 from telegram import Update
 from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
-from services.common.db import DUPLICATE_KEY, already_stored
+from services.common.db import DUPLICATE_KEY, already_stored, why
 from services.common.wait import wait_for_stop
 
 log = logging.getLogger("botstack.bot.inbox")
@@ -192,7 +192,7 @@ class Inbox:
                     last_recover = now
                 claimed = await self._claim_suspect() + await self._claim_due()
             except PyMongoError as exc:
-                log.warning("inbox unavailable (%s); updates wait in MongoDB and at Telegram", type(exc).__name__)
+                log.warning("inbox unavailable (%s); updates wait in MongoDB and at Telegram", why(exc))
                 await wait_for_stop(stop, RECOVER_EVERY_S)
                 continue
             if claimed:

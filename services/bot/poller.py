@@ -30,6 +30,7 @@ from services.bot.botapi import backoff_s, retry_after_s
 from services.bot.inbox import Inbox
 from services.bot.lease import Lease
 from services.bot.status import BotStatus
+from services.common.db import why
 from services.common.wait import wait_for_stop
 
 log = logging.getLogger("botstack.bot.poller")
@@ -105,7 +106,7 @@ class Poller:
                 return None
             holder, expires_in = await self.lease.current_holder()
         except Exception as exc:  # the database is down: nobody may poll
-            self._throttled(logging.WARNING, "lease unavailable (%s); not polling", exc)
+            self._throttled(logging.WARNING, "lease unavailable (%s); not polling", why(exc))
             holder = None
         if self.status.role != "standby" or self.status.lease_holder != holder:
             log.info("standby: the polling lease is held by %s", holder or "nobody reachable")
@@ -120,7 +121,7 @@ class Poller:
                 if not await self.lease.renew():
                     return
             except Exception as exc:
-                log.warning("lease renewal failed (%s)", exc)
+                log.warning("lease renewal failed (%s)", why(exc))
                 return
 
     async def _poll_forever(self) -> None:
@@ -151,7 +152,7 @@ class Poller:
                 await self.inbox.store(raw)
             except PyMongoError as exc:  # not stored: not confirmed; Telegram sends them again
                 await self._backoff(logging.WARNING, "inbox unavailable (%s); %d update(s) stay at Telegram",
-                                    type(exc).__name__, len(raw))
+                                    why(exc), len(raw))
                 continue
             ids = [u["update_id"] for u in raw if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
             if ids:

@@ -30,6 +30,7 @@ from telegram.ext import Application
 from services.bot.botapi import until_it_works
 from services.bot.inbox import Inbox
 from services.common.bodylimit import TELEGRAM_UPDATE_MAX_BYTES, BodyLimit
+from services.common.db import why
 from services.common.settings import Settings
 
 log = logging.getLogger("botstack.bot.webhook")
@@ -63,7 +64,7 @@ def receiver(inbox: Inbox, secret: str) -> Starlette:
             await inbox.store([data])  # an object without update_id is parked there as malformed
         except PyMongoError as exc:
             log.warning("inbox unavailable (%s); webhook update refused with 503, Telegram retries it",
-                        type(exc).__name__)
+                        why(exc))
             return JSONResponse({"ok": False, "error": "database unavailable"}, status_code=503)
         return JSONResponse({"ok": True})
 

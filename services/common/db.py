@@ -2,12 +2,14 @@
 is end-of-life), its synchronous twin for the `botstack` command, with the same options.
 
 The client connects lazily, so a program starts (and answers liveness) while MongoDB is
-still coming up; readiness is a separate, bounded ping.
+still coming up; readiness is a separate, bounded ping and write (`take_a_write`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import re
+from datetime import datetime, timezone
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -55,3 +57,27 @@ def database(client: AsyncMongoClient, settings: Settings) -> AsyncDatabase:
 async def ping(client: AsyncMongoClient, timeout_s: float) -> None:
     """Raise if MongoDB does not answer a ping within `timeout_s`."""
     await asyncio.wait_for(client.admin.command("ping"), timeout=timeout_s)
+
+
+READINESS = "readiness"  # one document per program, rewritten by each readiness check
+
+
+async def take_a_write(db: AsyncDatabase, program: str, timeout_s: float) -> None:
+    """Raise if MongoDB refuses a small write (a full disk, a storage quota, a read-only user):
+    it may still answer pings and reads while every update and reply waits."""
+    await asyncio.wait_for(db[READINESS].update_one(
+        {"_id": program}, {"$set": {"at": datetime.now(timezone.utc)}}, upsert=True), timeout=timeout_s)
+
+
+# FerretDB prefixes its messages with the Go call frames that made them: "[msg_insert.go:96 ...] "
+_GO_FRAMES = re.compile(r"\[[\w./-]+\.go:\d+[^\]]*\]\s*")
+
+
+def why(exc: BaseException, limit: int = 200) -> str:
+    """A driver error as one short line for logs and verdicts: its kind and the server's own words
+    ("OperationFailure: database or disk is full (13)"), not pages of details."""
+    details = getattr(exc, "details", None) or {}
+    errors = details.get("writeErrors") if isinstance(details, dict) else None
+    words = (errors[0].get("errmsg") if errors else None) or \
+        (details.get("errmsg") if isinstance(details, dict) else None) or getattr(exc, "_message", None) or str(exc)
+    return f"{type(exc).__name__}: {_GO_FRAMES.sub('', str(words)).strip()}"[:limit]

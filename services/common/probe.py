@@ -12,6 +12,7 @@ out of the sidecar, which runs for the container's whole life.)
 from __future__ import annotations
 
 import http.client
+import json
 import sys
 from urllib.parse import urlsplit
 
@@ -27,11 +28,22 @@ def check(url: str, timeout_s: float) -> tuple[bool, str]:
             response = conn.getresponse()
             if 200 <= response.status < 300:
                 return True, f"{response.status}"
-            return False, f"{response.status} {response.read(300).decode(errors='replace')}"
+            return False, f"{response.status} {reason(response.read(1000).decode(errors='replace'))}"
         finally:
             conn.close()
     except (OSError, ValueError, http.client.HTTPException) as exc:
         return False, f"{type(exc).__name__}: {exc}"
+
+
+def reason(body: str) -> str:
+    """Our programs explain a refusal in JSON ({"reason": ...} or FastAPI's {"detail": ...}):
+    its words, for the verdict and the admins' alert, not the whole document."""
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return body[:300]
+    words = next((doc[k] for k in ("reason", "detail") if isinstance(doc, dict) and isinstance(doc.get(k), str)), body)
+    return words[:300]
 
 
 def main(argv: list[str]) -> int:

@@ -50,7 +50,8 @@ class UnixSocketTransport(xmlrpc.client.Transport):
 
 
 def rpc(socket_path: str, timeout_s: float = 5.0) -> xmlrpc.client.ServerProxy:
-    """A proxy for supervisord's API; each call gives up after `timeout_s` (OSError).
+    """A proxy for supervisord's API; each call gives up after `timeout_s` (OSError). A call that
+    waits for a program (stopProcess, startProcess) needs more than its stopwaitsecs or startsecs.
     supervisord passes its URL to children as SUPERVISOR_SERVER_URL; the configured socket path
     is the fallback."""
     url = os.environ.get("SUPERVISOR_SERVER_URL") or f"unix://{socket_path}"

@@ -206,9 +206,10 @@ class Stack:
         return self.exec(["python", "-m", "healthcheck", "status"])
 
     def rpc(self, call: str) -> str:
-        """One supervisord XML-RPC call made inside the container, e.g. "stopProcess('mongodb')"."""
+        """One supervisord XML-RPC call made inside the container, e.g. "stopProcess('mongodb')"; it may
+        wait out a program's stopwaitsecs or startsecs."""
         code, out = self.exec(["python", "-c", "from services.common.supervisor import rpc; "
-                               f"print(rpc('/run/botstack/supervisor.sock').supervisor.{call})"])
+                               f"print(rpc('/run/botstack/supervisor.sock', timeout_s=120).supervisor.{call})"])
         assert code == 0, out
         return out.strip()
 

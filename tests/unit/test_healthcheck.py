@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import threading
 import time
@@ -222,7 +223,8 @@ class FakeSupervisord:
 
 @dataclass
 class ScriptedProbe(Probe):
-    """Answers from a script, one entry per call (the last repeats): True/False, or an exception to raise."""
+    """Answers from a script, one entry per call (the last repeats): True/False, (ok, detail), or an
+    exception to raise."""
 
     script: list = field(default_factory=lambda: [True])
     calls: int = 0
@@ -232,6 +234,8 @@ class ScriptedProbe(Probe):
         self.calls += 1
         if isinstance(answer, BaseException):
             raise answer
+        if isinstance(answer, tuple):
+            return answer
         return answer, "answers" if answer else f"no answer #{self.calls}"
 
 
@@ -516,6 +520,46 @@ def test_readiness_failure_while_mongodb_is_stopped_restarts_nothing(sup, make, 
     assert verdict["reasons"] == ["mongodb: stopped by an operator",
                                   "api: not ready (ServerSelectionTimeoutError: no mongod)"]
     assert sup.actions() == []
+
+
+def test_readiness_lost_for_long_is_one_alert_and_its_return_another(sup, make, clock, caplog):
+    clock.advance(60)
+    refused = (False, "mongodb refuses writes: OperationFailure: database or disk is full (13)")
+    ready = ScriptedProbe("api", period_s=2.0, failure_threshold=1, script=[True] * 3 + [refused] * 30 + [True])
+    sent = Sent()
+    sidecar = make(healthy_probes(), readiness=ready, alerts=Alerts(sent, group_s=300, clock=clock))
+
+    with caplog.at_level(logging.INFO, logger="botstack.healthcheck"):
+        run_for(sidecar, 10.0)  # ready, then refused for 4 s: logged at once, too short to alert
+        assert [r.getMessage() for r in caplog.records if "not ready" in r.getMessage()] == \
+            [f"api not ready: {refused[1]}; nothing is restarted for it"]
+        sidecar.alerts.drain(5)
+        assert sent == []
+        verdict = run_for(sidecar, 60.0)
+    assert verdict["status"] == "healthy" and sup.actions() == []
+    texts = wait_sent(sent, 2)
+    assert len(texts) == 2, texts
+    assert texts[0].startswith("botstack: api not ready for 16 s: mongodb refuses writes: OperationFailure: "
+                               "database or disk is full (13). Nothing is restarted"), texts[0]
+    assert texts[1] == "botstack: api is ready again after 60 s"
+    assert any(r.getMessage() == "api ready again after 60 s" for r in caplog.records)
+
+
+def test_not_ready_at_start_is_news_only_past_the_alert_time(sup, make, clock, caplog):
+    clock.advance(60)
+    ready = ScriptedProbe("api", period_s=2.0, failure_threshold=1, script=[False] * 4 + [True])  # MongoDB starting
+    sent = Sent()
+    sidecar = make(healthy_probes(), readiness=ready, alerts=Alerts(sent, group_s=300, clock=clock))
+    with caplog.at_level(logging.INFO, logger="botstack.healthcheck"):
+        run_for(sidecar, 30.0)
+    assert not [r for r in caplog.records if "ready" in r.getMessage()]
+    sidecar.alerts.drain(5)
+    assert sent == []
+
+    never = ScriptedProbe("api", period_s=2.0, failure_threshold=1, script=[False])  # a wrong MONGODB_URI
+    sidecar = make(healthy_probes(), readiness=never, alerts=Alerts(sent, group_s=300, clock=clock))
+    run_for(sidecar, 30.0)
+    assert [t.split(":")[1] for t in wait_sent(sent, 1)] == [" api not ready for 16 s"]
 
 
 def test_readiness_is_not_asked_while_the_program_is_not_running(sup, make, clock):
@@ -1016,6 +1060,16 @@ def test_http_probe_goes_straight_to_the_program_whatever_proxy_is_set(monkeypat
         server.server_close()
     assert asked == ["/health?deep=1", "/ready"]
     assert check("https://127.0.0.1:1/health", 1)[0] is False
+
+
+def test_a_refusal_is_told_in_the_programs_own_words():
+    from services.common.probe import reason
+
+    assert reason('{"status":"unavailable","reason":"mongodb refuses writes: disk full","problems":[]}') == \
+        "mongodb refuses writes: disk full"
+    assert reason('{"detail":"Not Found"}') == "Not Found"
+    assert reason("starting") == "starting"
+    assert reason('{"status": 3}') == '{"status": 3}'
 
 
 # --- crash cycles, configuration errors, external database, alerts, the watchdog ------------------
