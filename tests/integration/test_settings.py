@@ -82,7 +82,7 @@ def test_the_run_dir_is_made_when_hidden_or_refused_with_one_line(docker_client,
     empty_dir.chmod(0o1777)
     container = docker_client.containers.run(stack_image, detach=True, read_only=True, environment=env,
                                              volumes={str(empty_dir): {"bind": "/run", "mode": "rw"}},
-                                             tmpfs={"/tmp": ""})
+                                             tmpfs={"/tmp": "", "/data/db": "uid=10001,gid=10001"})  # /ready: a database that writes
     try:
         def answers() -> bool:
             container.reload()
