@@ -42,6 +42,7 @@ log = logging.getLogger("botstack.healthcheck")
 
 DOWN_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
 NOT_RUNNING = 70  # supervisor.xmlrpc.Faults.NOT_RUNNING
+EX_CONFIG = 78  # a program's exit for a setting it refuses (sysexits.h)
 # Readiness failing this long is news for the admins (a blip, or MongoDB starting with the
 # container, is not): the database down or refusing writes, while every program runs.
 UNREADY_ALERT_S = 15.0
@@ -253,10 +254,14 @@ class Sidecar:
                 raise
 
     def _crash_loop(self, name: str, info: dict, w: Watched, now: float, acting: bool) -> str:
+        what = "FATAL (crash loop)"
+        if info["statename"] == "EXITED":
+            code = info.get("exitstatus")
+            what = f"EXITED with {code}" + (" (a setting it refuses: its log says which)" if code == EX_CONFIG else "")
         if w.retry_at is None and acting:
             delay = w.backoff.schedule(now)
             w.retry_at = w.backoff.next_at
-            log.warning("%s is FATAL (%s); next start attempt in %.0f s", name, info.get("description", ""), delay)
+            log.warning("%s is %s; next start attempt in %.0f s", name, what, delay)
             gave_up = "supervisord gave up starting it" if info["statename"] == "FATAL" else "it exited"
             self.alerts.event(f"{name}:fatal", f"{name} is {info['statename']}: {gave_up} "
                                                f"({info.get('description', '')}); next attempt in {delay:.0f} s")
@@ -271,7 +276,6 @@ class Sidecar:
             w.healing = True
             self.events.record(Event(now, name, "fatal", "crash loop: started again after backoff", w.pid, None))
         wait = max(0.0, (w.retry_at or now) - now)
-        what = "FATAL (crash loop)" if info["statename"] == "FATAL" else "EXITED"
         return f"{name}: {what}, next start attempt in {wait:.0f} s"
 
     def _crash_cycle(self, name: str, w: Watched, now: float) -> str | None:

@@ -135,17 +135,18 @@ async def run() -> int:
         try:
             if await until_it_works("getMe", app.initialize, stop) is None and stop.is_set():
                 return 0
-        except InvalidToken:
-            log.error("TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized)")
+            log.info("bot @%s (id %s), %s mode, instance %s, Bot API %s", app.bot.username, settings.bot_id,
+                     mode, status.instance, settings.telegram_api_base_url)
+            await app.start()
+            await releasing  # before handling anything: the predecessor's claims first
+            if mode == "webhook":
+                await run_webhook(app, settings, box, status, stop)
+            else:
+                await run_polling(app, settings, db, box, status, stop)
+        except InvalidToken:  # at start, or later: revoked in @BotFather while running
+            log.error("TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized): set the bot's "
+                      "current token (@BotFather, /token)")
             return EX_CONFIG
-        log.info("bot @%s (id %s), %s mode, instance %s, Bot API %s", app.bot.username, settings.bot_id,
-                 mode, status.instance, settings.telegram_api_base_url)
-        await app.start()
-        await releasing  # before handling anything: the predecessor's claims first
-        if mode == "webhook":
-            await run_webhook(app, settings, box, status, stop)
-        else:
-            await run_polling(app, settings, db, box, status, stop)
         await app.shutdown()
         return 0
     finally:

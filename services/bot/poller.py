@@ -22,7 +22,7 @@ import warnings
 
 from pymongo.errors import PyMongoError
 from telegram import Update
-from telegram.error import Conflict, InvalidToken, RetryAfter, TelegramError
+from telegram.error import Conflict, EndPointNotFound, InvalidToken, RetryAfter, TelegramError
 from telegram.ext import Application
 from telegram.warnings import PTBUserWarning
 
@@ -166,8 +166,13 @@ class Poller:
             kwargs["offset"] = offset
         with warnings.catch_warnings():  # "use get_updates instead": on purpose, see above
             warnings.simplefilter("ignore", PTBUserWarning)
-            result = await self.app.bot.do_api_request(
-                "getUpdates", api_kwargs=kwargs, read_timeout=timeout + 10, return_type=None)
+            try:
+                result = await self.app.bot.do_api_request(
+                    "getUpdates", api_kwargs=kwargs, read_timeout=timeout + 10, return_type=None)
+            except EndPointNotFound as exc:
+                # do_api_request words a 401/404 so (it cannot tell a typo in a method's name from a
+                # refused token); getUpdates exists: the token was refused (revoked in @BotFather).
+                raise InvalidToken(str(exc)) from exc
         return result if isinstance(result, list) else []
 
     async def confirm_offset(self) -> None:

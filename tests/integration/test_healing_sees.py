@@ -144,6 +144,34 @@ def test_bad_token_stops_only_the_bot(start_stack, token):
     assert others_run()
 
 
+def test_token_refused_mid_run_stops_only_the_bot_and_says_why(start_stack, emulator):
+    """The token is refused while the bot polls (revoked in @BotFather, or a passing 401): the bot
+    stops with one line (exit 78), the verdict names it, nothing else restarts, and the sidecar's
+    backoff brings the bot back once the token is taken again; updates sent meanwhile all answered."""
+    token = new_token()
+    bot = token.split(":")[0]
+    stack = start_stack(TELEGRAM_BOT_TOKEN=token)
+    before = settled(stack)
+    emulator.fail_next(bot, method="getUpdates", error_code=401, description="Unauthorized")
+    emulator.fail_next(bot, method="getMe", error_code=401, description="Unauthorized")  # the first start after
+    ids = [remember(emulator, bot, 100)]  # ends the long poll in flight: the next one is refused
+    t0 = time.monotonic()
+    wait_until(lambda: "exited: bot (exit status 78" in stack.logs(), 60, "the bot to exit 78")
+    code, out = wait_until(lambda: "bot: EXITED with 78 (a setting it refuses" in (r := stack.health())[1] and r, 30,
+                           "the verdict naming the refusal")
+    assert code == 1, out
+    assert "TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized)" in stack.logs()
+    ids += [remember(emulator, bot, 101 + i) for i in range(3)]  # users keep writing
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 120, "the bot back and healthy")
+    back_s = time.monotonic() - t0
+    counts = all_answered(emulator, bot, ids, 60)
+    others = ("mongodb", "api", "web", "healthcheck")
+    assert identities(stack.programs(), others) == identities(before, others), "a program other than the bot restarted"
+    figure(f"token refused mid-run: bot exited 78, named in the verdict; back {back_s:.0f} s later (sidecar backoff); "
+           f"{len(ids)} updates around it all answered, {sum(n - 1 for n in counts.values())} twice")
+    assert "Traceback" not in stack.logs()
+
+
 def test_bad_port_names_the_variable_set(start_stack):
     stack = start_stack(PORT="abc")
     wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")
