@@ -1,8 +1,8 @@
 """How the health sidecar checks the api program.
 
 Liveness (/health, no database): failing it means the process is hung, and it is restarted.
-Readiness (/ready: MongoDB answers a ping and takes a write): failing it means a dependency is down; the container is
-reported degraded and nothing is restarted.
+Readiness (/ready: MongoDB answers a ping and takes a write): failing it means a dependency is
+down or refuses writes; the container is reported degraded and nothing is restarted.
 """
 
 from services.common.probes import HttpProbe

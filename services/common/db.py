@@ -79,5 +79,5 @@ def why(exc: BaseException, limit: int = 200) -> str:
     details = getattr(exc, "details", None) or {}
     errors = details.get("writeErrors") if isinstance(details, dict) else None
     words = (errors[0].get("errmsg") if errors else None) or \
-        (details.get("errmsg") if isinstance(details, dict) else None) or getattr(exc, "_message", None) or str(exc)
+        (details.get("errmsg") if isinstance(details, dict) else None) or str(exc)
     return f"{type(exc).__name__}: {_GO_FRAMES.sub('', str(words)).strip()}"[:limit]
