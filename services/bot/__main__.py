@@ -59,6 +59,13 @@ async def release_predecessors(box: Inbox, stop: asyncio.Event) -> None:
             await wait_for_stop(stop, 1.0)
 
 
+async def stop_when_refused(box: Inbox, stop: asyncio.Event) -> None:
+    """A handler's reply refused for the token (in webhook mode nothing else would notice):
+    stop as for SIGTERM, then exit 78 like a token refused at start."""
+    await box.token_refused.wait()
+    stop.set()
+
+
 async def run_polling(app: Application, settings: Settings, db, box: Inbox, status: BotStatus,
                       stop: asyncio.Event) -> None:
     token = settings.telegram_bot_token.get_secret_value()
@@ -131,6 +138,7 @@ async def run() -> int:
     for name, steps in hooks(settings, "SCHEMA_STEPS"):  # your indexes: services/common/extensions.py
         migrating.append(asyncio.create_task(migrate_when_reachable(db, f"ext:{name}", steps)))
     releasing = asyncio.create_task(release_predecessors(box, stop))
+    refusing = asyncio.create_task(stop_when_refused(box, stop))
     try:
         try:
             if await until_it_works("getMe", app.initialize, stop) is None and stop.is_set():
@@ -143,6 +151,8 @@ async def run() -> int:
                 await run_webhook(app, settings, box, status, stop)
             else:
                 await run_polling(app, settings, db, box, status, stop)
+            if box.token_refused.is_set():
+                raise InvalidToken("a handler's Bot API call was refused")
         except InvalidToken:  # at start, or later: revoked in @BotFather while running
             log.error("TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized): set the bot's "
                       "current token (@BotFather, /token)")
@@ -154,6 +164,7 @@ async def run() -> int:
         for task in migrating:
             task.cancel()
         releasing.cancel()
+        refusing.cancel()
         await client.close()
 
 

@@ -51,6 +51,7 @@ from pymongo import ASCENDING, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
 from telegram import Update
+from telegram.error import InvalidToken
 from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
 from services.common.db import DUPLICATE_KEY, already_stored, why
@@ -120,6 +121,9 @@ class Inbox:
         self._last_cleanup = 0.0
         self._suspects_maybe = True  # False once a look found none; looked for again every RECOVER_EVERY_S
         self.stopping = False  # set on SIGTERM: what has not started yet is handed back, not run
+        # Set when a handler's Bot API call was refused for the token (revoked while running): the
+        # update is not to blame, so no attempt is counted; the bot stops (exit 78) and hands it back.
+        self.token_refused = asyncio.Event()
 
     def key(self, update_id: int) -> str:
         return f"{self.bot_id}:{update_id}"
@@ -395,6 +399,9 @@ class Inbox:
         self._wake.set()
         if error is None:
             self._done.append(doc_id)
+            return
+        if isinstance(error, InvalidToken):  # still claimed by this process: hand_back() returns it
+            self.token_refused.set()
             return
         try:
             doc = await self.collection.find_one_and_update(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import time
 
 import httpx
@@ -170,6 +171,31 @@ def test_token_refused_mid_run_stops_only_the_bot_and_says_why(start_stack, emul
     figure(f"token refused mid-run: bot exited 78, named in the verdict; back {back_s:.0f} s later (sidecar backoff); "
            f"{len(ids)} updates around it all answered, {sum(n - 1 for n in counts.values())} twice")
     assert "Traceback" not in stack.logs()
+
+
+def test_token_refused_while_replying_stops_the_bot_and_parks_nothing(start_stack, emulator):
+    """Webhook mode, where no getUpdates would notice: a reply refused for the token stops the
+    bot (exit 78) instead of charging the update an attempt; after the backoff it is answered."""
+    token = new_token()
+    bot = token.split(":")[0]
+    alias = f"hook{secrets.token_hex(3)}"
+    stack = start_stack(aliases=(alias,), TELEGRAM_BOT_TOKEN=token,
+                        TELEGRAM_WEBHOOK_URL=f"https://{alias}:8000/telegram/webhook")
+    settled(stack)
+    wait_until(lambda: emulator.call(token, "getWebhookInfo")["result"]["url"], 30, "the webhook set")
+    emulator.fail_next(bot, method="sendMessage", error_code=401, description="Unauthorized")
+    emulator.fail_next(bot, method="getMe", error_code=401, description="Unauthorized")  # the first start after
+    ids = [remember(emulator, bot, 200 + i) for i in range(5)]
+    wait_until(lambda: "exited: bot (exit status 78" in stack.logs(), 60, "the bot to exit 78")
+    wait_until(lambda: "bot: EXITED with 78" in stack.health()[1], 30, "the verdict naming the refusal")
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 120, "the bot back and healthy")
+    counts = all_answered(emulator, bot, ids, 60)
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500200, '$lt': 7500205}})]")
+    charged = stack.db(f"sum(d.get('attempts', 0) for d in db.inbox.find({{'_id': {{'$regex': '^{bot}:'}}}}))")
+    figure(f"token refused while replying (webhook mode): bot exited 78; 5 updates answered after it, "
+           f"{sum(n - 1 for n in counts.values())} twice, {charged} failed attempts charged")
+    assert charged == 0, "an update was charged an attempt for the token"
+    assert len(notes) == 5 and set(notes) == {1}
 
 
 def test_bad_port_names_the_variable_set(start_stack):
