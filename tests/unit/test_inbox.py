@@ -5,6 +5,7 @@ not hold its update forever, and what handlers record goes in with the done mark
 from __future__ import annotations
 
 import asyncio
+from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
 
@@ -30,6 +31,17 @@ def dispatcher(client: AsyncMongoClient, name: str) -> Inbox:
     return inbox
 
 
+@asynccontextmanager
+async def clients(port: int, n: int = 1):
+    """`n` clients of the test's FerretDB, closed afterwards."""
+    made = [AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True) for _ in range(n)]
+    try:
+        yield made
+    finally:
+        for client in made:
+            await client.close()
+
+
 def queued(inbox: Inbox) -> dict[int, Update]:
     """What the dispatcher's claims put on the application's queue, by update_id."""
     queue = inbox.app.update_queue
@@ -52,17 +64,12 @@ def test_racing_dispatchers_take_each_update_once(ferretdb):
     _, port = ferretdb
 
     async def race() -> list[list[int]]:
-        clients = [AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
-                   for _ in range(3)]
-        try:
-            inboxes = [dispatcher(c, f"replica-{i}") for i, c in enumerate(clients)]
+        async with clients(port, 3) as made:
+            inboxes = [dispatcher(c, f"replica-{i}") for i, c in enumerate(made)]
             await inboxes[0].store([raw_update(i) for i in range(1, 121)])
             for _ in range(12):  # every dispatcher reads the same pending updates, then claims
                 await asyncio.gather(*(inbox._claim({}, 10) for inbox in inboxes))
             return [claimed(inbox) for inbox in inboxes]
-        finally:
-            for c in clients:
-                await c.close()
 
     taken = asyncio.run(race())
     every = [u for ids in taken for u in ids]
@@ -74,8 +81,7 @@ def test_a_ticket_its_taker_never_used_is_passed_over_after_the_claim_ttl(ferret
     _, port = ferretdb
 
     async def run() -> tuple[list[int], list[int], list[int]]:
-        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
-        try:
+        async with clients(port) as [client]:
             inbox = dispatcher(client, "replica-0")
             await inbox.store([raw_update(1), raw_update(2)])
             tickets = client.botstack[TICKETS]
@@ -90,8 +96,6 @@ def test_a_ticket_its_taker_never_used_is_passed_over_after_the_claim_ttl(ferret
             await inbox._claim({}, 10)
             third = await inbox._claim({}, 10) and claimed(inbox)
             return first or [], second or [], third or []
-        finally:
-            await client.close()
 
     first, second, third = asyncio.run(run())
     assert first == [], "a ticket held by another process was taken over"
@@ -103,8 +107,7 @@ def test_records_go_in_with_the_done_marks_once(ferretdb):
     _, port = ferretdb
 
     async def run() -> dict:
-        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
-        try:
+        async with clients(port) as [client]:
             inbox = dispatcher(client, "replica-0")
             db = client.botstack
             await db.messages.insert_one({"_id": 1, "run": "an earlier run of update 1"})
@@ -121,8 +124,6 @@ def test_records_go_in_with_the_done_marks_once(ferretdb):
             return {"before_flush": before_flush,
                     "messages": {d["_id"]: d["run"] async for d in db.messages.find()},
                     "states": {d["update_id"]: d["state"] async for d in db[COLLECTION].find()}}
-        finally:
-            await client.close()
 
     seen = asyncio.run(run())
     assert seen["before_flush"] == 1, "records are written with the done marks, not one by one"
@@ -138,8 +139,7 @@ def test_an_update_finished_during_a_flush_is_marked_done_only_with_its_records(
     _, port = ferretdb
 
     async def run() -> dict:
-        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
-        try:
+        async with clients(port) as [client]:
             inbox = dispatcher(client, "replica-0")
             db = client.botstack
             updates = await stored_and_claimed(inbox, (1, 2))
@@ -156,8 +156,6 @@ def test_an_update_finished_during_a_flush_is_marked_done_only_with_its_records(
             await inbox._flush_done()  # ...and the process is killed here, before the next flush
             return {"messages": [d["_id"] async for d in db.messages.find()],
                     "states": {d["update_id"]: d["state"] async for d in db[COLLECTION].find()}}
-        finally:
-            await client.close()
 
     seen = asyncio.run(run())
     assert seen["messages"] == [1]
