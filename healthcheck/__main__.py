@@ -42,9 +42,10 @@ def status(directory: str) -> int:
 def run() -> int:
     """The sidecar. It never loads the settings or PyMongo itself (healthcheck/plan.py,
     healthcheck/events.py say why): what it needs comes from a child process."""
-    from healthcheck.alerts import Alerts, telegram_sender
+    from healthcheck.alerts import Alerts
     from healthcheck.events import Event, EventLog, WriterProcess
     from healthcheck.guardian import handover_path, heartbeat_path, take_over
+    from healthcheck.notify import Channels, NotifierProcess
     from healthcheck.plan import load_plan
     from healthcheck.sidecar import Sidecar
     from services.bot.status import read_status
@@ -53,8 +54,9 @@ def run() -> int:
     from services.common.verdict import verdict_path
 
     plan = load_plan()
-    secret = plan.token
-    setup_logging(PROGRAM, plan.log_level, (secret,) if secret else ())
+    channels = Channels(plan.api_base_url, plan.token, plan.alert_chat_ids, plan.alert_urls)
+    secrets = channels.secrets()
+    setup_logging(PROGRAM, plan.log_level, secrets)
     log = logging.getLogger("botstack.healthcheck")
     stopping = False
 
@@ -68,12 +70,9 @@ def run() -> int:
     events.start_writer()
     for done in take_over(handover_path(plan.run_dir)):  # the guardian killed our predecessor
         events.note(Event(done["time"], PROGRAM, "watchdog", done["reason"], done["old_pid"], os.getpid()))
-    send = None
-    if plan.alert_chat_ids and secret:
-        send = telegram_sender(plan.api_base_url, secret, plan.alert_chat_ids)
-    elif plan.alert_chat_ids:
-        log.warning("BOTSTACK_ALERT_CHAT_IDS is set but the bot token is not usable: no alerts")
-    alerts = Alerts(send, group_s=plan.alert_group_s, secrets=(secret,) if secret else ())
+    if plan.alert_chat_ids and not plan.token:
+        log.warning("BOTSTACK_ALERT_CHAT_IDS is set but the bot token is not usable: no alerts to Telegram")
+    alerts = Alerts(NotifierProcess(channels) if channels else None, group_s=plan.alert_group_s, secrets=secrets)
     sidecar = Sidecar(
         # Longer than any single call the sidecar makes (it never waits on supervisord's stops).
         rpc(plan.supervisor_socket, timeout_s=15),

@@ -1,8 +1,9 @@
-"""Alerts to the admins in Telegram: what the sidecar saw and did, as a few readable messages.
+"""Alerts to the admins: what the sidecar saw and did, as a few readable messages.
 
-Sent by the sidecar through the Bot API directly (sendMessage with the bot's token), so they
-go out while the bot program is down. Never in the way of healing: the sidecar only queues a
-message; one background thread sends it, honouring 429 `retry_after`.
+They go to the admins' Telegram chats (sendMessage with the bot's token, so they go out while
+the bot program is down) and to any other channel in BOTSTACK_ALERT_URLS: healthcheck/notify.py
+delivers them. Never in the way of healing: the sidecar only queues a message; one background
+thread hands it over.
 
 Grouped and rate limited, so a crash loop is one message with a count and not one per crash:
 the first event of a kind for a program is sent at once; more of that kind within
@@ -24,8 +25,6 @@ from services.common.logs import redact
 log = logging.getLogger("botstack.healthcheck.alerts")
 
 QUEUE_MAX = 100
-SEND_ATTEMPTS = 5
-TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -97,30 +96,7 @@ class Alerts:
             try:
                 self.send(text)
             except Exception as exc:  # an alert must never take the sidecar down
-                log.warning("alert not sent: %s", redact(str(exc), self.secrets))
+                log.warning("alert not delivered: %s", redact(str(exc), self.secrets))
             finally:
                 self._queue.task_done()
 
-
-def telegram_sender(base_url: str, token: str, chat_ids: list[int], sleep=time.sleep) -> Callable[[str], None]:
-    """sendMessage to each chat; a 429 waits its retry_after, other failures retry with backoff."""
-    import httpx  # only a sidecar that sends alerts pays for it
-
-    client = httpx.Client(timeout=TIMEOUT_S)
-    url = f"{base_url}{token}/sendMessage"
-
-    def send(text: str) -> None:
-        for chat_id in chat_ids:
-            for attempt in range(1, SEND_ATTEMPTS + 1):
-                try:
-                    body = client.post(url, json={"chat_id": chat_id, "text": text}).json()
-                except (httpx.HTTPError, ValueError) as exc:
-                    body = {"description": type(exc).__name__}
-                if body.get("ok"):
-                    break
-                retry_after = (body.get("parameters") or {}).get("retry_after")
-                if attempt == SEND_ATTEMPTS:
-                    raise RuntimeError(f"sendMessage to {chat_id} failed: {body.get('description')}")
-                sleep(float(retry_after) if retry_after else min(30.0, 2.0 ** attempt))
-
-    return send

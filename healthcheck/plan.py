@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from healthcheck.notify import split_urls, url_problems
 from healthcheck.policy import HealPolicy
 from services.common.probes import Probe
 
@@ -34,6 +35,7 @@ class Plan:
     token: str | None = None
     api_base_url: str = ""
     alert_chat_ids: list[int] = field(default_factory=list)
+    alert_urls: list[str] = field(default_factory=list)
     alert_group_s: float = 60.0
     config_problems: dict[str, str] = field(default_factory=dict)
     local_db: bool = True
@@ -44,10 +46,14 @@ def make_plan(settings) -> Plan:
     from services.api.probe import readiness as api_readiness
     from services.bot.probe import probe as bot_probe
     from services.common.local_mongod import runs_local_mongod
+    from services.common.settings import env_name, refuse
     from services.mongodb.probe import probe as mongodb_probe
     from services.web.probe import probe as web_probe
 
     local_db = runs_local_mongod(settings)
+    alert_urls = split_urls(settings.alert_urls.get_secret_value()) if settings.alert_urls else []
+    for problem in url_problems(alert_urls)[:1]:
+        refuse(PROGRAM, f"{env_name('alert_urls')}: {problem}")
     probes = (mongodb_probe, api_probe, web_probe, bot_probe) if local_db else (api_probe, web_probe, bot_probe)
     return Plan(
         run_dir=settings.run_dir,
@@ -59,6 +65,7 @@ def make_plan(settings) -> Plan:
         token=settings.telegram_bot_token.get_secret_value() if settings.telegram_bot_token else None,
         api_base_url=settings.telegram_api_base_url,
         alert_chat_ids=settings.alert_chat_ids,
+        alert_urls=alert_urls,
         alert_group_s=settings.alert_group_s,
         config_problems=settings.config_problems,
         local_db=local_db,

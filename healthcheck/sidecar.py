@@ -257,14 +257,18 @@ class Sidecar:
         what = "FATAL (crash loop)"
         if info["statename"] == "EXITED":
             code = info.get("exitstatus")
-            what = f"EXITED with {code}" + (" (a setting it refuses: its log says which)" if code == EX_CONFIG else "")
+            what = f"EXITED with {code}"
+            if code == EX_CONFIG:  # the bot says which setting the Bot API refuses; others log it
+                refused = (self.bot_status() or {}).get("refused") if name == "bot" else None
+                what += f": {refused}" if refused else " (a setting it refuses: its log says which)"
         if w.retry_at is None and acting:
             delay = w.backoff.schedule(now)
             w.retry_at = w.backoff.next_at
             log.warning("%s is %s; next start attempt in %.0f s", name, what, delay)
-            gave_up = "supervisord gave up starting it" if info["statename"] == "FATAL" else "it exited"
-            self.alerts.event(f"{name}:fatal", f"{name} is {info['statename']}: {gave_up} "
-                                               f"({info.get('description', '')}); next attempt in {delay:.0f} s")
+            gave_up = ""
+            if info["statename"] == "FATAL":
+                gave_up = f": supervisord gave up starting it ({info.get('description', '')})"
+            self.alerts.event(f"{name}:fatal", f"{name} is {what}{gave_up}; next attempt in {delay:.0f} s")
             self._escalate_if_needed(name, w)
         elif acting and now >= w.retry_at:
             log.warning("starting %s program %s (attempt %d)", info["statename"], name, w.backoff.attempts)

@@ -37,6 +37,8 @@ from services.common.settings import EX_CONFIG, Settings, require, settings_or_e
 from services.common.wait import wait_for_stop
 
 PROGRAM = "bot"
+TOKEN_REFUSED = ("TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized): set the bot's current token "
+                 "(@BotFather, /token)")
 log = logging.getLogger("botstack.bot")
 
 
@@ -154,8 +156,8 @@ async def run() -> int:
             if box.token_refused.is_set():
                 raise InvalidToken("a handler's Bot API call was refused")
         except InvalidToken:  # at start, or later: revoked in @BotFather while running
-            log.error("TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized): set the bot's "
-                      "current token (@BotFather, /token)")
+            log.error(TOKEN_REFUSED)
+            status.set(role="stopping", refused=TOKEN_REFUSED)
             return EX_CONFIG
         await app.shutdown()
         return 0

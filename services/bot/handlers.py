@@ -12,6 +12,7 @@ import logging
 
 from pymongo.asynchronous.database import AsyncDatabase
 from telegram import Update
+from telegram.error import InvalidToken
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
 from services.common.buildinfo import build_info
@@ -56,6 +57,9 @@ async def version(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     """A bad update is logged and skipped; the bot keeps serving the others."""
     update_id = update.update_id if isinstance(update, Update) else None
+    if isinstance(context.error, InvalidToken):  # not the update's fault: the bot stops with one line for it
+        log.warning("update %s handed back: the Bot API refused the token", update_id)
+        return
     log.error("update %s failed: %s", update_id, context.error, exc_info=context.error)
 
 

@@ -20,6 +20,7 @@ class BotStatus:
     lease_holder: str | None = None
     conflicts: int = 0
     last_conflict: float | None = None
+    refused: str = ""  # why the bot stopped itself (exit 78: the Bot API refuses its token), for the alerts
     since: float = field(default_factory=time.time)
 
     def set(self, **changes) -> None:

@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     heal_cycle_window_s: float = Field(3600.0, gt=0)
     alert_chat_ids_csv: str = Field("", validation_alias="BOTSTACK_ALERT_CHAT_IDS", pattern=r"^[-0-9,\s]*$")
     alert_group_s: float = Field(300.0, ge=1, le=86400)
+    alert_urls: SecretStr | None = Field(None, validation_alias="BOTSTACK_ALERT_URLS",
+                                         description="apprise URLs: alert channels that do not need the bot's token")
 
     admin_token: SecretStr | None = None
 
@@ -252,7 +254,7 @@ _BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret",
         "rate_max_retries")
 _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s", "heal_hang_term_grace_s",
                 "heal_escalation", "heal_max_failures", "heal_failure_window_s", "heal_cycle_max_restarts",
-                "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s")
+                "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s", "alert_urls")
 OWNERS: dict[str, str] = {
     **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
     "api_port": "api", "api_max_body_bytes": "api",

@@ -19,7 +19,11 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
   POST /_emulator/bots/{id}/fail-next                 {"method", "error_code", "retry_after"?,
                                                        "description"?, "parameters"?, "times"?}
                                                       | {"method", "black_hole": true, "times"?}
+                                                      | {"method", "clear": true} (disarm)
                                                       -> {"method", "armed"}
+  POST /_emulator/hooks/{name}                        a sink for other services' webhooks (an alert
+                                                      channel's JSON POST): the body is kept
+  GET  /_emulator/hooks/{name}                        [every body POSTed there, JSON or text]
   GET  /_emulator/chat[?bot=<id>&user=<id>]         the demo's chat page (chat.py)
   GET  /_emulator/bots/{id}/flood                     {"enabled", "limits", "refused", "early_retries"}
   POST /_emulator/bots/{id}/flood                     {"enabled"?, "private"|"group"|"overall"?:
@@ -28,6 +32,8 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
 
 from __future__ import annotations
 
+import json
+from collections import defaultdict
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
 
 
 def control_routes(emulator: Emulator) -> list[Route]:
+    hooked: dict[str, list] = defaultdict(list)
+
     def bot(request: Request) -> BotState:
         return emulator.bot_by_id(int(request.path_params["bot_id"]))
 
@@ -123,6 +131,17 @@ def control_routes(emulator: Emulator) -> list[Route]:
             return _error(400, "bot and user are numbers")
         return HTMLResponse(chat_page(bot_id, user_id), headers={"Cache-Control": "no-store"})
 
+    async def hooks(request: Request) -> JSONResponse:
+        received = hooked[request.path_params["name"]]
+        if request.method == "POST":
+            raw = await request.body()
+            try:
+                received.append(json.loads(raw))
+            except ValueError:
+                received.append(raw.decode(errors="replace"))
+            return JSONResponse({"received": len(received)})
+        return JSONResponse(received)
+
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "bots": len(emulator.bots)})
 
@@ -130,6 +149,7 @@ def control_routes(emulator: Emulator) -> list[Route]:
     return [
         Route("/_emulator/health", health),
         Route("/_emulator/chat", chat),
+        Route("/_emulator/hooks/{name}", hooks, methods=["GET", "POST"]),
         Route(f"{prefix}/updates", inject, methods=["POST"]),
         Route(f"{prefix}/sent", sent),
         Route(f"{prefix}/stats", stats),

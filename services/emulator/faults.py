@@ -29,8 +29,12 @@ class Faults:
 
     def arm(self, spec: dict) -> int:
         """`spec`: {"method", "error_code", "retry_after"?, "description"?, "parameters"?, "times"?}.
-        Returns how many failures are now armed for that method."""
+        Returns how many failures are now armed for that method; {"method", "clear": true}
+        disarms them all (a revoked token taken again)."""
         method = str(spec["method"]).lower()
+        if spec.get("clear"):
+            self._armed.pop(method, None)
+            return 0
         if spec.get("black_hole"):
             self._armed[method].extend([None] * max(1, int(spec.get("times", 1))))
             return len(self._armed[method])

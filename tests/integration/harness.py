@@ -126,6 +126,10 @@ class Emulator:
     def fail_next(self, bot_id: str, **spec) -> None:
         httpx.post(f"{self.url}/_emulator/bots/{bot_id}/fail-next", json=spec, timeout=5).raise_for_status()
 
+    def hooks(self, name: str) -> list:
+        """What other services' webhooks POSTed to /_emulator/hooks/{name} (an alert channel)."""
+        return httpx.get(f"{self.url}/_emulator/hooks/{name}", timeout=5).json()
+
     def flood(self, bot_id: str, **spec) -> dict:
         if spec:
             return httpx.post(f"{self.url}/_emulator/bots/{bot_id}/flood", json=spec, timeout=5).json()

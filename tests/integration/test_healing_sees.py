@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 ADMIN_CHAT = 424242
 OTHERS = ("mongodb", "api", "web", "bot")
+REFUSED = "TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized)"
 
 
 def alerts(emulator, bot_id: str) -> list[str]:
@@ -158,10 +159,10 @@ def test_token_refused_mid_run_stops_only_the_bot_and_says_why(start_stack, emul
     ids = [remember(emulator, bot, 100)]  # ends the long poll in flight: the next one is refused
     t0 = time.monotonic()
     wait_until(lambda: "exited: bot (exit status 78" in stack.logs(), 60, "the bot to exit 78")
-    code, out = wait_until(lambda: "bot: EXITED with 78 (a setting it refuses" in (r := stack.health())[1] and r, 30,
+    code, out = wait_until(lambda: f"bot: EXITED with 78: {REFUSED}" in (r := stack.health())[1] and r, 30,
                            "the verdict naming the refusal")
     assert code == 1, out
-    assert "TELEGRAM_BOT_TOKEN was refused by the Bot API (401 Unauthorized)" in stack.logs()
+    assert REFUSED in stack.logs()
     ids += [remember(emulator, bot, 101 + i) for i in range(3)]  # users keep writing
     wait_until(lambda: stack.health()[1].startswith("healthy"), 120, "the bot back and healthy")
     back_s = time.monotonic() - t0
@@ -196,6 +197,45 @@ def test_token_refused_while_replying_stops_the_bot_and_parks_nothing(start_stac
            f"{sum(n - 1 for n in counts.values())} twice, {charged} failed attempts charged")
     assert charged == 0, "an update was charged an attempt for the token"
     assert len(notes) == 5 and set(notes) == {1}
+
+
+def test_revoked_token_mid_burst_alerts_through_another_channel_and_loses_nothing(start_stack, emulator):
+    """The token revoked in @BotFather while users write: Telegram refuses everything with it,
+    the admins' alert included. The alert still reaches them through BOTSTACK_ALERT_URLS (a JSON
+    webhook here), says what to fix and shows no secret; once the token is taken again, every
+    update sent meanwhile is answered once."""
+    hook = f"admins{secrets.token_hex(3)}"
+    stack, token = alerting_stack(start_stack, BOTSTACK_ALERT_URLS=f"json://telegram:8081/_emulator/hooks/{hook}")
+    bot = token.split(":")[0]
+    settled(stack)
+    told_before = len(alerts(emulator, bot))
+    ids = [remember(emulator, bot, 300 + i) for i in range(10)]
+    t0 = time.monotonic()
+    for method in ("getUpdates", "getMe", "sendMessage"):  # revoked: every call with it refused
+        emulator.fail_next(bot, method=method, error_code=401, description="Unauthorized", times=1000)
+    ids += [remember(emulator, bot, 310 + i) for i in range(10)]  # users keep writing
+    told = wait_until(lambda: [h["message"] for h in emulator.hooks(hook) if "EXITED with 78" in h["message"]], 90,
+                      "the alert through the other channel")
+    alert_s = time.monotonic() - t0
+    assert told[0].startswith(f"botstack: bot is EXITED with 78: {REFUSED}"), told
+    wait_until(lambda: f"alert not delivered: telegram chat {ADMIN_CHAT}: 401 Unauthorized" in stack.logs(), 30,
+               "the refused Telegram alert named in the log")
+    assert len(alerts(emulator, bot)) == told_before, "Telegram took a message with a revoked token"
+
+    for method in ("getUpdates", "getMe", "sendMessage"):  # the token taken again
+        emulator.fail_next(bot, method=method, clear=True)
+    counts = all_answered(emulator, bot, ids, 180)
+    back_s = time.monotonic() - t0
+    twice = sum(n - 1 for n in counts.values())
+    notes = stack.db("[len(d.get('notes', [])) for d in "
+                     "db.user_contexts.find({'_id': {'$gte': 7500300, '$lt': 7500320}})]")
+    hooks = json.dumps(emulator.hooks(hook))
+    figure(f"token revoked mid-burst, alerts to a JSON webhook: told after {alert_s:.1f} s (Telegram refused it); "
+           f"{len(ids)} updates all answered {back_s:.0f} s after the revocation, {twice} twice; "
+           f"{len(emulator.hooks(hook))} alerts on the other channel")
+    assert twice == 0 and len(notes) == 20 and set(notes) == {1}
+    assert token not in hooks and token.split(":")[1] not in stack.logs()
+    assert "Traceback" not in stack.logs()
 
 
 def test_bad_port_names_the_variable_set(start_stack):

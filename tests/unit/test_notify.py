@@ -1,0 +1,118 @@
+"""Alerts leave through a short-lived notifier (healthcheck/notify.py) to Telegram and to apprise
+URLs, against the real emulator over HTTP: a channel that refuses does not stop the others, and
+what the admins and the logs see holds no secret."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from healthcheck.alerts import Alerts
+from healthcheck.notify import Channels, NotifierProcess, split_urls
+from services.common.logs import redact
+from services.emulator.inprocess import serve_in_thread
+from services.emulator.server import create_app
+from tests.unit.conftest import BOT_ID, TOKEN
+
+ADMIN = 4242
+
+
+@pytest.fixture
+def emulator():
+    with serve_in_thread(create_app()) as url, httpx.Client(base_url=url, timeout=5) as control:
+        yield url, control
+
+
+def admin_messages(control: httpx.Client) -> list[str]:
+    return [m["text"] for m in control.get(f"/_emulator/bots/{BOT_ID}/sent").json() if m.get("chat_id") == ADMIN]
+
+
+def test_revoked_token_still_alerts_through_the_other_channel(emulator):
+    url, control = emulator
+    hook = f"json://{url.split('://')[1]}/_emulator/hooks/admins"
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next", json={"method": "sendMessage", "error_code": 401})
+    send = NotifierProcess(Channels(f"{url}/bot", TOKEN, [ADMIN], [hook]))
+
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError) as refused:
+        send("bot: EXITED with 78 (a setting it refuses: its log says which)")
+    assert time.monotonic() - t0 < 10, "a refused token is final: no backoff for it"
+    assert str(refused.value) == f"telegram chat {ADMIN}: 401 Unauthorized"
+    [received] = control.get("/_emulator/hooks/admins").json()
+    assert received["title"] == "botstack" and received["message"].startswith("bot: EXITED with 78")
+    assert admin_messages(control) == []
+
+    send("bot: RUNNING again")  # both channels take the next one
+    assert admin_messages(control) == ["bot: RUNNING again"]
+    assert len(control.get("/_emulator/hooks/admins").json()) == 2
+
+
+def test_a_429_is_waited_out_and_the_alert_delivered_once(emulator):
+    url, control = emulator
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next",
+                 json={"method": "sendMessage", "error_code": 429, "retry_after": 1})
+    t0 = time.monotonic()
+    NotifierProcess(Channels(f"{url}/bot", TOKEN, [ADMIN]))("api: restarted (crash)")
+    assert time.monotonic() - t0 >= 1.0
+    assert admin_messages(control) == ["api: restarted (crash)"]
+
+
+@pytest.fixture
+def closed_port():
+    """A loopback port bound but never listening: a connection to it is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def test_an_unreachable_channel_is_named_without_its_secrets(emulator, closed_port):
+    url, control = emulator
+    hook = f"json://alerts:s3cret-pass-word@127.0.0.1:{closed_port}/hooks/very-long-webhook-token-123"
+    send = NotifierProcess(Channels(f"{url}/bot", TOKEN, [ADMIN], [hook]))
+    with pytest.raises(RuntimeError) as failed:
+        send("web: restarted (hang)")
+    line = redact(str(failed.value), send.channels.secrets())
+    assert line.startswith("json://alerts:") and "Connection error" in line, line
+    assert "s3cret" not in line and "very-long-webhook-token-123" not in line and TOKEN not in line
+    assert admin_messages(control) == ["web: restarted (hang)"], "one channel's failure undid another's delivery"
+
+
+def test_alerts_log_one_line_per_failure_and_keep_healing(emulator, caplog):
+    url, control = emulator
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next", json={"method": "sendMessage", "error_code": 401})
+    channels = Channels(f"{url}/bot", TOKEN, [ADMIN])
+    alerts = Alerts(NotifierProcess(channels), secrets=channels.secrets())
+    alerts.event("bot:fatal", "bot: EXITED with 78")
+    alerts.drain(30)
+    assert [r.getMessage() for r in caplog.records] == [f"alert not delivered: telegram chat {ADMIN}: 401 Unauthorized"]
+
+
+def test_alert_urls_are_split_as_apprise_reads_them():
+    assert split_urls("json://a:1/x, mailto://u:p@h?to=a,b  slack://T/B/C") == [
+        "json://a:1/x", "mailto://u:p@h?to=a,b", "slack://T/B/C"]
+
+
+def test_an_unknown_alert_url_stops_only_the_sidecar_with_one_line():
+    env = {**os.environ, "BOTSTACK_ALERT_URLS": "json://h:1/x,nonsense://user:hunter2-password@example/abc",
+           "BOTSTACK_RUN_DIR": "/tmp"}
+    child = subprocess.run([sys.executable, "-m", "healthcheck.plan"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert child.returncode == 78
+    assert child.stderr == ("healthcheck: configuration error: BOTSTACK_ALERT_URLS: nonsense://... is not an alert "
+                            "URL apprise knows (see its list of services)\n")
+
+
+def test_the_notifier_gives_up_within_its_timeout(emulator):
+    url, control = emulator
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next", json={"method": "sendMessage", "black_hole": True})
+    send = NotifierProcess(Channels(f"{url}/bot", TOKEN, [ADMIN]), timeout_s=3)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="no channel done within 3 s"):
+        send("mongodb: hung")
+    assert time.monotonic() - t0 < 8
