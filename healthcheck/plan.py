@@ -16,7 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
-from healthcheck.notify import split_urls, url_problems
+from healthcheck.notify import channels_from, url_problems
 from healthcheck.policy import HealPolicy
 from services.common.probes import Probe
 
@@ -51,7 +51,7 @@ def make_plan(settings) -> Plan:
     from services.web.probe import probe as web_probe
 
     local_db = runs_local_mongod(settings)
-    alert_urls = split_urls(settings.alert_urls.get_secret_value()) if settings.alert_urls else []
+    alert_urls = channels_from(settings).urls
     for problem in url_problems(alert_urls)[:1]:
         refuse(PROGRAM, f"{env_name('alert_urls')}: {problem}")
     probes = (mongodb_probe, api_probe, web_probe, bot_probe) if local_db else (api_probe, web_probe, bot_probe)

@@ -161,6 +161,32 @@ def deploy(args) -> int:
     return deployment.run(args)
 
 
+def alert(args) -> int:
+    """The same delivery as the sidecar's alerts: proves every channel works before it matters."""
+    from healthcheck.notify import NotifierProcess, channels_from, url_problems
+
+    settings = settings_or_exit(PROGRAM)
+    channels = channels_from(settings)
+    for problem in url_problems(channels.urls):
+        emit(args, {"error": f"BOTSTACK_ALERT_URLS: {problem}"}, [f"BOTSTACK_ALERT_URLS: {problem}"])
+        return 78
+    reached = [f"telegram chat {c}" for c in channels.chat_ids] if channels.token else []
+    reached += [f"{u.split('://', 1)[0]}://..." for u in channels.urls]
+    if not channels:
+        emit(args, {"error": "no alert channel", "sent": False},
+             ["no alert channel: set BOTSTACK_ALERT_CHAT_IDS (with the bot's token) or BOTSTACK_ALERT_URLS"])
+        return 1
+    try:
+        NotifierProcess(channels)(f"botstack: {args.text}")
+    except RuntimeError as exc:
+        failed = redact(str(exc), channels.secrets())
+        emit(args, {"sent": False, "channels": len(reached), "failed": failed.split("; ")},
+             [f"not delivered: {line}" for line in failed.split("; ")])
+        return 1
+    emit(args, {"sent": True, "channels": len(reached)}, [f"delivered to {', '.join(reached)}"])
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog=PROGRAM, description=__doc__.split("\n\n")[0])
     commands = top.add_subparsers(dest="command", metavar="command", required=True)
@@ -180,6 +206,9 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("backup", help="a file in BOTSTACK_BACKUP_DIR, or a path")
     sub = command("deploys", deploys, "the deploy history kept in MongoDB (botstack deploy records there too)")
     sub.add_argument("action", nargs="?", choices=["record"], help="record: one entry as JSON on stdin")
+    sub = command("alert", alert, "send a test alert through every alert channel (Telegram chats, "
+                                  "BOTSTACK_ALERT_URLS); exit 1 if one fails")
+    sub.add_argument("text", nargs="?", default="a test alert from `botstack alert`: this channel works")
     from services.cli import inbox as dead_letters
 
     dead_letters.add_arguments(command("inbox", inbox, "failed updates: list, handle again, delete"))

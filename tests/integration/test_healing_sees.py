@@ -208,6 +208,8 @@ def test_revoked_token_mid_burst_alerts_through_another_channel_and_loses_nothin
     stack, token = alerting_stack(start_stack, BOTSTACK_ALERT_URLS=f"json://telegram:8081/_emulator/hooks/{hook}")
     bot = token.split(":")[0]
     settled(stack)
+    code, out = stack.exec(["botstack", "alert", "checking the channels"])  # what an operator does first
+    assert code == 0 and out.strip() == f"delivered to telegram chat {ADMIN_CHAT}, json://...", out
     told_before = len(alerts(emulator, bot))
     ids = [remember(emulator, bot, 300 + i) for i in range(10)]
     t0 = time.monotonic()
@@ -248,7 +250,7 @@ def test_bad_port_names_the_variable_set(start_stack):
 
 
 def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_image, emulator):
-    stack = start_stack(image=app_image, MONGODB_URI=external_db.uri)
+    stack = start_stack(image=app_image, MONGODB_URI=external_db.uri, BOTSTACK_ALERT_CHAT_IDS=str(ADMIN_CHAT))
     running = ("api", "web", "bot", "healthcheck")
 
     def up():
@@ -272,9 +274,13 @@ def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_im
         time.sleep(2)
     assert stack.programs()["mongodb"]["statename"] == "STOPPED"
     assert "restart program=" not in stack.logs()[mark:]
+    told = wait_until(lambda: [a for a in alerts(emulator, stack.bot_id) if "not ready for" in a], 30,
+                      "the admins told of the outage (after 15 s)")
 
     external_db.container.get_wrapped_container().start()
     wait_until(lambda: stack.health()[1].startswith("healthy"), 90, "healthy again")
+    wait_until(lambda: [a for a in alerts(emulator, stack.bot_id) if "ready again" in a], 30,
+               "the admins told it is back")
     assert identities(stack.programs(), running) == identities(before, running)
     repeated = sum(n - 1 for n in all_answered(emulator, stack.bot_id, ids, 120).values())
     result = external_db.container.get_wrapped_container().exec_run(
@@ -283,8 +289,10 @@ def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_im
          "db.user_contexts.find({'_id': {'$gte': 7500000}})]))"])
     notes = json.loads(result.output.decode().strip().splitlines()[-1])
     figure(f"external MongoDB down 20 s: {len(ids)} updates sent around the outage, all answered after it, "
-           f"{repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users, 0 restarts")
+           f"{repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users, 0 restarts; "
+           f"alerted: {told[0]!r}")
     assert len(notes) == len(ids) and set(notes) == {1}, "a note lost or stored twice"
+    assert "mongodb" in told[0] and len(told) == 1, told
 
 
 def test_alerts(start_stack, emulator):

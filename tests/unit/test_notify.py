@@ -83,7 +83,7 @@ def test_an_unreachable_channel_is_named_without_its_secrets(emulator, closed_po
     assert admin_messages(control) == ["web: restarted (hang)"], "one channel's failure undid another's delivery"
 
 
-def test_alerts_log_one_line_per_failure_and_keep_healing(emulator, caplog):
+def test_a_refused_alert_is_one_log_line_naming_the_channel(emulator, caplog):
     url, control = emulator
     control.post(f"/_emulator/bots/{BOT_ID}/fail-next", json={"method": "sendMessage", "error_code": 401})
     channels = Channels(f"{url}/bot", TOKEN, [ADMIN])
@@ -116,3 +116,22 @@ def test_the_notifier_gives_up_within_its_timeout(emulator):
     with pytest.raises(RuntimeError, match="no channel done within 3 s"):
         send("mongodb: hung")
     assert time.monotonic() - t0 < 8
+
+
+def test_botstack_alert_proves_each_channel_and_names_the_one_that_fails(emulator):
+    url, control = emulator
+    env = {**os.environ, "TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_API_BASE_URL": f"{url}/bot",
+           "BOTSTACK_ALERT_CHAT_IDS": str(ADMIN),
+           "BOTSTACK_ALERT_URLS": f"json://{url.split('://')[1]}/_emulator/hooks/ops"}
+
+    def botstack_alert() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "services.cli", "alert", "checking the channels"], env=env,
+                              capture_output=True, text=True, timeout=60)
+
+    sent = botstack_alert()
+    assert (sent.returncode, sent.stdout) == (0, f"delivered to telegram chat {ADMIN}, json://...\n"), sent.stderr
+    assert admin_messages(control) == ["botstack: checking the channels"]
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next", json={"method": "sendMessage", "error_code": 401})
+    refused = botstack_alert()
+    assert (refused.returncode, refused.stdout) == (1, f"not delivered: telegram chat {ADMIN}: 401 Unauthorized\n")
+    assert [h["message"] for h in control.get("/_emulator/hooks/ops").json()] == ["botstack: checking the channels"] * 2
