@@ -129,6 +129,23 @@ def check_clock(settings: Settings) -> Check:
     return Check("clock", True, f"{skew:+.2f} s against the database server")
 
 
+def check_alerts(settings: Settings) -> Check:
+    """Who is told of a heal. Nothing is sent (`botstack alert` does that); an alert URL apprise
+    does not know fails here, before a deploy, rather than stopping the sidecar after it."""
+    from healthcheck.notify import channels_from, url_problems
+
+    channels = channels_from(settings)
+    problems = url_problems(channels.urls)
+    if problems:
+        return Check("alerts", False, f"BOTSTACK_ALERT_URLS: {problems[0]}", "fix or remove that URL")
+    chats = len(channels.chat_ids) if channels.token else 0
+    if not channels:
+        return Check("alerts", True, "none: nobody is told of a heal (set BOTSTACK_ALERT_CHAT_IDS or "
+                                     "BOTSTACK_ALERT_URLS, then try `botstack alert`)")
+    return Check("alerts", True, f"{chats} Telegram chat(s), {len(channels.urls)} other channel(s); "
+                                 "`botstack alert` sends a test")
+
+
 def check_programs(settings: Settings) -> Check:
     from services.common.supervisor import programs, rpc
 
@@ -227,6 +244,7 @@ def run(args=None, out: Callable[[str], None] = print) -> int:
         if database.ok:
             checks += guarded("migrations", lambda: check_schema(settings))
             checks += guarded("clock", lambda: check_clock(settings))
+        checks += guarded("alerts", lambda: check_alerts(settings))
         if Path(settings.supervisor_socket).exists():
             checks.append(check_programs(settings))
         data = data_dir()

@@ -182,6 +182,14 @@ def test_doctor_catches_mistakes(start_stack):
     assert code == 0, out
     for name in ("bot api", "migrations", "clock", "programs", "disk data"):
         assert f"ok   {name}" in out, out
+    assert "ok   alerts: none: nobody is told of a heal" in out, out
+
+    code, out = botstack(stack, "doctor", env={"BOTSTACK_ALERT_CHAT_IDS": "4242",
+                                               "BOTSTACK_ALERT_URLS": "json://hooks.example/x slak://T/B/C"})
+    assert code == 1 and "FAIL alerts: BOTSTACK_ALERT_URLS: slak://... is not an alert URL apprise knows" in out, out
+    code, out = botstack(stack, "doctor", env={"BOTSTACK_ALERT_CHAT_IDS": "4242",
+                                               "BOTSTACK_ALERT_URLS": "json://hooks.example/x"})
+    assert "ok   alerts: 1 Telegram chat(s), 1 other channel(s)" in out, out
 
     placeholder = "123456789:replace-with-the-token-from-BotFather-xxxxxxxx"
     code, out = botstack(stack, "doctor", env={"TELEGRAM_BOT_TOKEN": placeholder})
