@@ -43,8 +43,9 @@ log = logging.getLogger("botstack.healthcheck")
 DOWN_STATES = {"FATAL", "EXITED", "BACKOFF", "UNKNOWN"}
 NOT_RUNNING = 70  # supervisor.xmlrpc.Faults.NOT_RUNNING
 EX_CONFIG = 78  # a program's exit for a setting it refuses (sysexits.h)
-# Readiness failing this long is news for the admins (a blip, or MongoDB starting with the
-# container, is not): the database down or refusing writes, while every program runs.
+# A dependency failing this long is news for the admins (a blip, or MongoDB starting with the
+# container, is not): the database down or refusing writes, or the Bot API out of reach, while
+# every program runs.
 UNREADY_ALERT_S = 15.0
 
 
@@ -96,6 +97,7 @@ class Sidecar:
     _ready_once: bool = False
     _last_status: str = "starting"
     _bot_seen: dict = field(default_factory=dict)
+    _api_alerted_since: float | None = None  # the Bot API outage the admins were told of
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
     # a client library does internally (pymongo retries server selection, for one).
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "probe"))
@@ -158,13 +160,16 @@ class Sidecar:
                 self._note_readiness(now)
             if not self.ready[0]:
                 degraded.append(f"{self.readiness.program}: not ready ({self.ready[1]})")
+        bot = self.bot_status()
+        self._watch_bot(bot)
+        outage = self._bot_api_outage(bot, now, running=infos.get("bot", {}).get("statename") == "RUNNING")
+        if outage:
+            degraded.append(outage)
         status = "unhealthy" if unhealthy else "degraded" if degraded else "healthy"
         if status == "healthy" and self._last_status == "unhealthy":
             self.alerts.event("recovered", "healthy again: every program runs and answers")
         if status != self._last_status:
             self._last_status = status
-        bot = self.bot_status()
-        self._watch_bot(bot)
         self.alerts.tick()
         return self._publish({
             "status": status,
@@ -331,6 +336,28 @@ class Sidecar:
         if seen and new_conflicts > 0:
             self.alerts.event("bot:conflict", f"409 Conflict from Telegram: another instance polls with this "
                                               f"bot's token ({bot.get('conflicts')} conflicts so far)")
+
+    def _bot_api_outage(self, bot: dict | None, now: float, running: bool) -> str | None:
+        """The bot runs and beats, but its Bot API calls fail (network, DNS, a proxy gone,
+        Telegram's 5xx): nothing is answered and no restart can help. Degraded, naming it, past
+        UNREADY_ALERT_S; the admins are told once, and again when it answers."""
+        if not running or not isinstance(bot, dict):
+            return None  # a bot that is down is the crash watch's business
+        since = bot.get("api_failing_since")
+        if not isinstance(since, (int, float)):
+            if self._api_alerted_since is not None:
+                self.alerts.event("bot:api-back", f"the Bot API answers the bot again after "
+                                                  f"{now - self._api_alerted_since:.0f} s")
+                self._api_alerted_since = None
+            return None
+        if now - since < UNREADY_ALERT_S:
+            return None
+        detail = f"the Bot API has failed for {now - since:.0f} s ({bot.get('api_error') or 'no answer'})"
+        if self._api_alerted_since is None:
+            self._api_alerted_since = since
+            log.warning("bot: %s; updates wait at Telegram, nothing is restarted for it", detail)
+            self.alerts.event("bot:api-down", f"bot: {detail}. Updates wait at Telegram; nothing is restarted for it")
+        return f"bot: {detail}"
 
     def _escalate_if_needed(self, name: str, w: Watched) -> None:
         if w.backoff.note_failure(self.clock()) and self.policy.escalation == "exit":

@@ -143,7 +143,7 @@ async def run() -> int:
     refusing = asyncio.create_task(stop_when_refused(box, stop))
     try:
         try:
-            if await until_it_works("getMe", app.initialize, stop) is None and stop.is_set():
+            if await until_it_works("getMe", app.initialize, stop, status) is None and stop.is_set():
                 return 0
             log.info("bot @%s (id %s), %s mode, instance %s, Bot API %s", app.bot.username, settings.bot_id,
                      mode, status.instance, settings.telegram_api_base_url)

@@ -15,6 +15,7 @@ from telegram import Update
 from telegram.error import InvalidToken
 from telegram.ext import Application, CommandHandler, ContextTypes, MessageHandler, filters
 
+from services.bot.inbox import out_of_reach
 from services.common.buildinfo import build_info
 from services.common.collections import MESSAGES
 from services.common.extensions import hooks
@@ -59,6 +60,8 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     update_id = update.update_id if isinstance(update, Update) else None
     if isinstance(context.error, InvalidToken):  # not the update's fault: the bot stops with one line for it
         log.warning("update %s handed back: the Bot API refused the token", update_id)
+        return
+    if out_of_reach(context.error):  # nor this: the inbox tries it again and says so in one line
         return
     log.error("update %s failed: %s", update_id, context.error, exc_info=context.error)
 

@@ -16,7 +16,10 @@ nested arrays (FerretDB v1; inline keyboards are arrays of arrays) take it too.
                          \-> pending (retry, next_at after a backoff)
                          \-> failed  (after max attempts, with the error: a dead letter)
 
-`attempts` counts handler errors. `abandoned` counts claims left behind by a process that died
+`attempts` counts handler errors. `outages` counts those that were the Bot API's, not the
+update's (no connection, a timeout, Telegram's 5xx, flood control): they are retried with the
+same backoff but never use up an attempt, so an outage is waited out, not turned into dead
+letters (parked only after OUTAGE_MAX). `abandoned` counts claims left behind by a process that died
 (or was killed because it hung). Such updates are handled again at once, with the others (most
 deaths have nothing to do with the update: a deploy, an OOM kill); an update abandoned twice is
 a suspect and is handled one at a time, so an update whose handler kills the bot every time
@@ -51,7 +54,7 @@ from pymongo import ASCENDING, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, PyMongoError
 from telegram import Update
-from telegram.error import InvalidToken
+from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
 from services.common.db import DUPLICATE_KEY, already_stored, why
@@ -70,6 +73,9 @@ DONE_BATCH = 64  # ...or as soon as this many are waiting
 CLEANUP_EVERY_S = 600.0
 RETRY_MAX_S = 300.0
 ERROR_CHARS = 500
+# Tried again this often while the Bot API was out of reach, the update is parked all the same
+# (about 7 h at RETRY_MAX_S apart): an outage is waited out, an error that never ends is not.
+OUTAGE_MAX = 100
 
 
 def _now() -> datetime:
@@ -96,6 +102,13 @@ def chat_of(raw: dict) -> int | None:
 
 def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"[:ERROR_CHARS]
+
+
+def out_of_reach(error: BaseException) -> bool:
+    """The Bot API did not take a call for reasons of its own or of the network (a timeout, no
+    connection, a proxy gone, Telegram's 5xx, flood control past the limiter's retries): not the
+    update's fault, so not one of its BOTSTACK_INBOX_MAX_ATTEMPTS. A 400 is the update's own."""
+    return isinstance(error, (NetworkError, RetryAfter)) and not isinstance(error, BadRequest)
 
 
 class Inbox:
@@ -302,6 +315,16 @@ class Inbox:
                         result.modified_count)
         return result.modified_count
 
+    async def due_now(self) -> int:
+        """The Bot API answers again: the updates that waited out its outage are due at once,
+        not after their backoff (grown to minutes in a long outage; their chats wait behind them)."""
+        result = await self.collection.update_many(
+            {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": _now()}},
+            {"$set": {"next_at": _now()}})
+        if result.modified_count:
+            self._wake.set()
+        return result.modified_count
+
     async def _park_exhausted(self) -> None:
         """Abandoned `max_attempts` times: its handler kills or hangs the bot."""
         result = await self.collection.update_many(
@@ -403,19 +426,26 @@ class Inbox:
         if isinstance(error, InvalidToken):  # still claimed by this process: hand_back() returns it
             self.token_refused.set()
             return
+        outage = out_of_reach(error)
+        counter, limit = ("outages", OUTAGE_MAX) if outage else ("attempts", self.max_attempts)
         try:
             doc = await self.collection.find_one_and_update(
-                {"_id": doc_id, "claim": token}, {"$inc": {"attempts": 1}, "$set": {"error": describe(error)}},
+                {"_id": doc_id, "claim": token}, {"$inc": {counter: 1}, "$set": {"error": describe(error)}},
                 return_document=ReturnDocument.AFTER)  # no projection: FerretDB v1 has none here
             if doc is None:
                 return  # the claim was lost (expired and taken again): its new holder decides
-            attempts = int(doc.get("attempts", 1))
-            if attempts >= self.max_attempts:
-                await self._park(doc_id, f"failed {attempts} times; last error {describe(error)}")
+            count = int(doc.get(counter, 1))
+            if count >= limit:
+                why_parked = " with the Bot API out of reach" if outage else ""
+                await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
                 return
-            delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** (attempts - 1))
-            log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,
-                        describe(error), attempts + 1, self.max_attempts, delay)
+            delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
+            if outage:
+                log.warning("update %s: the Bot API is out of reach (%s); again in %.0f s, not counted as a "
+                            "failed attempt", update.update_id, describe(error), delay)
+            else:
+                log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,
+                            describe(error), count + 1, self.max_attempts, delay)
             await self.collection.update_one(
                 {"_id": doc_id, "claim": token},
                 {"$set": {"state": PENDING, "next_at": _now() + timedelta(seconds=delay)},

@@ -21,6 +21,10 @@ class BotStatus:
     conflicts: int = 0
     last_conflict: float | None = None
     refused: str = ""  # why the bot stopped itself (exit 78: the Bot API refuses its token), for the alerts
+    # Since when the Bot API fails (network, DNS, a proxy, Telegram's 5xx), and the last error:
+    # the bot runs and beats, so only this tells the sidecar that nothing reaches Telegram.
+    api_failing_since: float | None = None
+    api_error: str = ""
     since: float = field(default_factory=time.time)
 
     def set(self, **changes) -> None:
@@ -29,6 +33,22 @@ class BotStatus:
         for key, value in changes.items():
             setattr(self, key, value)
         self.write()
+
+    def api_failed(self, what: str, exc: BaseException) -> None:
+        from services.common.logs import redact
+
+        error = redact(f"{what}: {type(exc).__name__}: {exc}")[:200]
+        if self.api_failing_since is None:
+            self.set(api_failing_since=time.time(), api_error=error)
+        elif error != self.api_error:
+            self.set(api_error=error)
+
+    def api_answered(self) -> bool:
+        """True when this ends an outage."""
+        if self.api_failing_since is None:
+            return False
+        self.set(api_failing_since=None, api_error="")
+        return True
 
     def conflict(self) -> None:
         self.set(conflicts=self.conflicts + 1, last_conflict=time.time())

@@ -65,7 +65,8 @@ def act(collection, settings: Settings, action: str, selector_args) -> int:
     if action == "retry":
         return collection.update_many(
             {**selector, "update": {"$exists": True}},
-            {"$set": {"state": PENDING, "attempts": 0, "abandoned": 0, "next_at": datetime.now(timezone.utc)},
+            {"$set": {"state": PENDING, "attempts": 0, "abandoned": 0, "outages": 0,
+                      "next_at": datetime.now(timezone.utc)},
              "$unset": {"failed_at": "", "claim": "", "claim_until": ""}},
         ).modified_count
     return collection.delete_many(selector).deleted_count

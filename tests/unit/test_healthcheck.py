@@ -274,7 +274,8 @@ def make(sup, clock, tmp_path):
     """A Sidecar wired to the fake supervisord, the fake clock and a sleep that advances it."""
 
     def build(probes=(), readiness=None, events=None, tick_s=0.5, alerts=None, **options) -> Sidecar:
-        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat") if k in options}
+        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat", "bot_status")
+                 if k in options}
         return Sidecar(
             SimpleNamespace(supervisor=sup), list(probes), tmp_path / "health.json",
             readiness=readiness, policy=HealPolicy(**options), events=events or EventLog(),
@@ -560,6 +561,32 @@ def test_not_ready_at_start_is_news_only_past_the_alert_time(sup, make, clock, c
     sidecar = make(healthy_probes(), readiness=never, alerts=Alerts(sent, group_s=300, clock=clock))
     run_for(sidecar, 30.0)
     assert [t.split(":")[1] for t in wait_sent(sent, 1)] == [" api not ready for 16 s"]
+
+
+def test_bot_api_out_of_reach_is_degraded_told_once_and_its_return_told(sup, make, clock, caplog):
+    """The bot runs and beats while every getUpdates fails (DNS, a firewall, a proxy gone): no
+    restart helps, so nothing is restarted; past 15 s the verdict is degraded naming the error
+    and the admins are told once; its return is told too."""
+    clock.advance(60)
+    bot = {"role": "active", "api_failing_since": None, "api_error": ""}
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), bot_status=lambda: dict(bot))
+    run_for(sidecar, 5.0)
+    error = "getUpdates: NetworkError: httpx.ConnectError: [Errno -3] Temporary failure in name resolution"
+    bot.update(api_failing_since=clock(), api_error=error)
+    assert run_for(sidecar, 10.0)["status"] == "healthy", "a blip is not news"
+    with caplog.at_level(logging.INFO, logger="botstack.healthcheck"):
+        verdict = run_for(sidecar, 40.0)
+    assert verdict["status"] == "degraded"
+    assert verdict["reasons"] == [f"bot: the Bot API has failed for 50 s ({error})"], verdict["reasons"]
+    assert [r.getMessage() for r in caplog.records if "Bot API" in r.getMessage()] == \
+        [f"bot: the Bot API has failed for 15 s ({error}); updates wait at Telegram, nothing is restarted for it"]
+    bot.update(api_failing_since=None, api_error="")
+    assert run_for(sidecar, 2.0)["status"] == "healthy"
+    assert wait_sent(sent, 2) == [
+        f"botstack: bot: the Bot API has failed for 15 s ({error}). Updates wait at Telegram; nothing is "
+        "restarted for it", "botstack: the Bot API answers the bot again after 50 s"]
+    assert sup.actions() == []
 
 
 def test_readiness_is_not_asked_while_the_program_is_not_running(sup, make, clock):

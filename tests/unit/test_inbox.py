@@ -160,3 +160,16 @@ def test_an_update_finished_during_a_flush_is_marked_done_only_with_its_records(
     seen = asyncio.run(run())
     assert seen["messages"] == [1]
     assert seen["states"] == {1: "done", 2: "claimed"}, "update 2 marked done without its record"
+
+
+def test_only_the_bot_apis_own_failures_spare_an_attempt():
+    from datetime import timedelta
+
+    from telegram.error import BadRequest, Forbidden, InvalidToken, NetworkError, RetryAfter, TimedOut
+
+    from services.bot.inbox import out_of_reach
+
+    assert all(out_of_reach(e) for e in (NetworkError("Bad Gateway"), TimedOut(), RetryAfter(timedelta(seconds=5))))
+    the_updates_own = (BadRequest("Message is too long"), Forbidden("bot was blocked by the user"), InvalidToken(),
+                       ValueError("a handler's bug"))
+    assert not any(out_of_reach(e) for e in the_updates_own)
