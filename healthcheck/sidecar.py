@@ -345,7 +345,7 @@ class Sidecar:
             return None  # a bot that is down is the crash watch's business
         since = bot.get("api_failing_since")
         if not isinstance(since, (int, float)):
-            if self._api_alerted_since is not None:
+            if self._api_alerted_since is not None and bot.get("role") != "starting":  # not a bot restarted meanwhile
                 self.alerts.event("bot:api-back", f"the Bot API answers the bot again after "
                                                   f"{now - self._api_alerted_since:.0f} s")
                 self._api_alerted_since = None
