@@ -355,8 +355,9 @@ class Sidecar:
         detail = f"the Bot API has failed for {now - since:.0f} s ({bot.get('api_error') or 'no answer'})"
         if self._api_alerted_since is None:
             self._api_alerted_since = since
-            log.warning("bot: %s; updates wait at Telegram, nothing is restarted for it", detail)
-            self.alerts.event("bot:api-down", f"bot: {detail}. Updates wait at Telegram; nothing is restarted for it")
+            log.warning("bot: %s; updates wait until it answers, nothing is restarted for it", detail)
+            self.alerts.event("bot:api-down", f"bot: {detail}. Updates wait until it answers; nothing is "
+                                              "restarted for it")
         return f"bot: {detail}"
 
     def _escalate_if_needed(self, name: str, w: Watched) -> None:

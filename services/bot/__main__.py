@@ -129,7 +129,7 @@ async def run() -> int:
                 retry_base_s=settings.inbox_retry_base_s, retention_s=settings.inbox_retention_h * 3600,
                 window=settings.inbox_concurrency * 4)
     app = (ApplicationBuilder().token(token).base_url(settings.telegram_api_base_url).updater(None)
-           .rate_limiter(FloodSafeLimiter(settings))
+           .rate_limiter(FloodSafeLimiter(settings, status, on_back=box.due_now))
            .concurrent_updates(InboxUpdateProcessor(box, settings.inbox_concurrency))
            .build())
     app.bot_data["instance"] = status.instance
@@ -143,7 +143,7 @@ async def run() -> int:
     refusing = asyncio.create_task(stop_when_refused(box, stop))
     try:
         try:
-            if await until_it_works("getMe", app.initialize, stop, status) is None and stop.is_set():
+            if await until_it_works("getMe", app.initialize, stop) is None and stop.is_set():
                 return 0
             log.info("bot @%s (id %s), %s mode, instance %s, Bot API %s", app.bot.username, settings.bot_id,
                      mode, status.instance, settings.telegram_api_base_url)

@@ -11,14 +11,11 @@ import asyncio
 import logging
 import random
 from datetime import timedelta
-from typing import TYPE_CHECKING, Awaitable, Callable, TypeVar
+from typing import Awaitable, Callable, TypeVar
 
 from telegram.error import InvalidToken, RetryAfter, TelegramError
 
 from services.common.wait import wait_for_stop
-
-if TYPE_CHECKING:
-    from services.bot.status import BotStatus
 
 log = logging.getLogger("botstack.bot.api")
 T = TypeVar("T")
@@ -36,25 +33,18 @@ def backoff_s(failures: int) -> float:
     return random.uniform(ceiling / 2, ceiling)
 
 
-async def until_it_works(what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event,
-                         status: BotStatus | None = None) -> T | None:
-    """`call()` until it succeeds (its result) or `stop` is set (None). InvalidToken is raised.
-    With `status`, how long the Bot API has failed is published for the sidecar."""
+async def until_it_works(what: str, call: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+    """`call()` until it succeeds (its result) or `stop` is set (None). InvalidToken is raised."""
     failures = 0
     while not stop.is_set():
         try:
-            result = await call()
-            if status is not None:
-                status.api_answered()
-            return result
+            return await call()
         except InvalidToken:
             raise
         except RetryAfter as exc:
             delay = retry_after_s(exc)
             log.warning("%s: flood control, Telegram asks to wait %.0f s; waiting", what, delay)
         except TelegramError as exc:
-            if status is not None:
-                status.api_failed(what, exc)
             failures += 1
             delay = backoff_s(failures)
             log.warning("%s failed (%s: %s); retrying in %.1f s", what, type(exc).__name__, exc, delay)

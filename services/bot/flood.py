@@ -12,12 +12,19 @@ raise, and the inbox handles the update again later: no reply is dropped silentl
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import logging
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
+from telegram.error import BadRequest, NetworkError
 from telegram.ext import AIORateLimiter
 
 from services.common.settings import Settings
+
+if TYPE_CHECKING:
+    from services.bot.status import BotStatus
+
+log = logging.getLogger("botstack.bot.flood")
 
 PRUNE_ABOVE = 1024  # per-chat limiters kept; idle ones are dropped beyond this
 
@@ -29,7 +36,12 @@ def _paced(rate: float, period_s: float) -> tuple[float, float]:
 
 
 class FloodSafeLimiter(AIORateLimiter):
-    def __init__(self, settings: Settings) -> None:
+    """Also the one place every Bot API call passes: with `status`, it publishes since when the
+    Bot API is out of reach (no connection, a timeout, Telegram's 5xx; not a 400 nor a 429) for
+    the sidecar, in polling and webhook mode alike, and calls `on_back` when it answers again."""
+
+    def __init__(self, settings: Settings, status: BotStatus | None = None,
+                 on_back: Callable[[], Awaitable[object]] | None = None) -> None:
         overall_rate, overall_period = _paced(settings.rate_overall_per_s, 1)
         group_rate, group_period = _paced(settings.rate_group_per_min, 60)
         super().__init__(
@@ -41,6 +53,8 @@ class FloodSafeLimiter(AIORateLimiter):
         )
         self._chat_rate = settings.rate_chat_per_s
         self._chats: dict[int, AsyncLimiter] = {}
+        self._status = status
+        self._on_back = on_back
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         limiter = self._chats.get(chat_id)
@@ -54,6 +68,21 @@ class FloodSafeLimiter(AIORateLimiter):
 
     async def process_request(self, callback, args: Any, kwargs: dict[str, Any], endpoint: str,
                               data: dict[str, Any], rate_limit_args: int | None):
+        try:
+            result = await self._paced_request(callback, args, kwargs, endpoint, data, rate_limit_args)
+        except NetworkError as exc:
+            if self._status is not None and not isinstance(exc, BadRequest):
+                self._status.api_failed(endpoint, exc)
+            raise
+        if self._status is not None and self._status.api_answered() and self._on_back is not None:
+            try:
+                await self._on_back()
+            except Exception as exc:  # best effort: what waited for the Bot API comes back on its own
+                log.warning("after the Bot API answered again: %s: %s", type(exc).__name__, exc)
+        return result
+
+    async def _paced_request(self, callback, args: Any, kwargs: dict[str, Any], endpoint: str,
+                             data: dict[str, Any], rate_limit_args: int | None):
         chat_id = data.get("chat_id")
         with contextlib.suppress(TypeError, ValueError):
             chat_id = int(chat_id)

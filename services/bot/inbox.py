@@ -323,6 +323,7 @@ class Inbox:
             {"$set": {"next_at": _now()}})
         if result.modified_count:
             self._wake.set()
+            log.info("the Bot API answers again: %d update(s) that waited for it are due now", result.modified_count)
         return result.modified_count
 
     async def _park_exhausted(self) -> None:

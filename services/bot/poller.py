@@ -142,13 +142,10 @@ class Poller:
                 await asyncio.sleep(retry_after_s(exc))
                 continue
             except TelegramError as exc:
-                self.status.api_failed("getUpdates", exc)
                 await self._backoff(logging.WARNING, "getUpdates failed (%s: %s); retrying",
                                     type(exc).__name__, exc)
                 continue
             self._errors = 0
-            if self.status.api_answered():
-                await self._after_outage()
             if not raw:
                 continue
             try:
@@ -160,13 +157,6 @@ class Poller:
             ids = [u["update_id"] for u in raw if isinstance(u, dict) and isinstance(u.get("update_id"), int)]
             if ids:
                 self.offset = max(ids) + 1
-
-    async def _after_outage(self) -> None:
-        try:
-            if due := await self.inbox.due_now():
-                log.info("the Bot API answers again: %d update(s) that waited for it are due now", due)
-        except PyMongoError as exc:  # their backoff brings them back all the same
-            log.warning("could not make the updates that waited for the Bot API due (%s)", why(exc))
 
     async def _get_updates(self, offset: int | None, timeout: int, limit: int = 100) -> list:
         """getUpdates as raw JSON: a malformed update must reach the inbox (to be parked), not

@@ -580,11 +580,11 @@ def test_bot_api_out_of_reach_is_degraded_told_once_and_its_return_told(sup, mak
     assert verdict["status"] == "degraded"
     assert verdict["reasons"] == [f"bot: the Bot API has failed for 50 s ({error})"], verdict["reasons"]
     assert [r.getMessage() for r in caplog.records if "Bot API" in r.getMessage()] == \
-        [f"bot: the Bot API has failed for 15 s ({error}); updates wait at Telegram, nothing is restarted for it"]
+        [f"bot: the Bot API has failed for 15 s ({error}); updates wait until it answers, nothing is restarted for it"]
     bot.update(api_failing_since=None, api_error="")
     assert run_for(sidecar, 2.0)["status"] == "healthy"
     assert wait_sent(sent, 2) == [
-        f"botstack: bot: the Bot API has failed for 15 s ({error}). Updates wait at Telegram; nothing is "
+        f"botstack: bot: the Bot API has failed for 15 s ({error}). Updates wait until it answers; nothing is "
         "restarted for it", "botstack: the Bot API answers the bot again after 50 s"]
     assert sup.actions() == []
 
