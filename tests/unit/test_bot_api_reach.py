@@ -1,0 +1,55 @@
+"""Every Bot API call of the bot passes its rate limiter (services/bot/flood.py), which is where
+the bot learns that Telegram is out of reach and that it answers again: against the real
+emulator over HTTP, through python-telegram-bot's own ExtBot."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from telegram.error import BadRequest, NetworkError
+from telegram.ext import ExtBot
+
+from services.bot.flood import FloodSafeLimiter
+from services.bot.status import BotStatus
+from services.common.settings import load_settings
+from services.emulator.inprocess import serve_in_thread
+from services.emulator.server import create_app
+from tests.unit.conftest import BOT_ID, TOKEN
+
+
+def test_the_limiter_publishes_an_outage_and_its_end_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    status = BotStatus(tmp_path / "bot.json")
+    came_back: list[str] = []
+
+    async def on_back() -> None:
+        came_back.append("due now")
+
+    async def scenario(url: str) -> list:
+        arm = f"{url}/_emulator/bots/{BOT_ID}/fail-next"
+        seen = []
+        limiter = FloodSafeLimiter(load_settings("bot"), status, on_back=on_back)
+        async with ExtBot(TOKEN, base_url=f"{url}/bot", rate_limiter=limiter) as bot, httpx.AsyncClient() as ctl:
+            await ctl.post(arm, json={"method": "sendMessage", "error_code": 400, "description": "Bad Request: "
+                                      "message text is empty"})
+            with pytest.raises(BadRequest):
+                await bot.send_message(41, "x")
+            seen.append(status.api_failing_since)  # the update's own fault: Telegram answered
+            await ctl.post(arm, json={"method": "sendMessage", "error_code": 502, "times": 2})
+            for chat in (42, 43):  # a chat each: the per-chat pacing (1/s) is not what is tested
+                with pytest.raises(NetworkError):
+                    await bot.send_message(chat, "hello")
+            seen.append((status.api_failing_since is not None, status.api_error, list(came_back)))
+            await bot.send_message(44, "hello")
+            await bot.send_message(45, "hello again")
+            seen.append((status.api_failing_since, status.api_error, list(came_back)))
+        return seen
+
+    with serve_in_thread(create_app()) as url:
+        answered, failing, back = asyncio.run(scenario(url))
+
+    assert answered is None
+    assert failing == (True, "sendMessage: NetworkError: Bad Gateway", [])
+    assert back == (None, "", ["due now"]), "the end of the outage is told once, at the first call that works"
