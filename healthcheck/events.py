@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import sys
 import threading
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+
+from healthcheck.child import run_child
 
 log = logging.getLogger("botstack.healthcheck")
 
@@ -120,11 +121,8 @@ class WriterProcess:
     """A collection's insert_many, done by a short-lived `python -m healthcheck.events`."""
 
     def insert_many(self, docs: list[dict], ordered: bool = True) -> None:
-        payload = json.dumps([{**d, "time": d["time"].isoformat()} for d in docs])
-        result = subprocess.run([sys.executable, "-m", "healthcheck.events"], input=payload.encode(),
-                                capture_output=True, timeout=WRITER_TIMEOUT_S)
-        if result.returncode:
-            raise RuntimeError(result.stderr.decode(errors="replace").strip()[-300:] or f"exit {result.returncode}")
+        run_child("healthcheck.events", json.dumps([{**d, "time": d["time"].isoformat()} for d in docs]),
+                  WRITER_TIMEOUT_S)
 
 
 def write(docs: list[dict]) -> None:

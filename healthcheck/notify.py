@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+
+from healthcheck.child import run_child
 
 TIMEOUT_S = 120.0  # the whole delivery, retries included; then the child is killed
 HTTP_TIMEOUT_S = 10.0
@@ -88,15 +89,7 @@ class NotifierProcess:
         self.timeout_s = timeout_s
 
     def __call__(self, text: str) -> None:
-        payload = json.dumps({"text": text, "channels": asdict(self.channels)})
-        try:
-            result = subprocess.run([sys.executable, "-m", "healthcheck.notify"], input=payload.encode(),
-                                    capture_output=True, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"no channel done within {self.timeout_s:.0f} s") from None
-        if result.returncode:
-            failed = result.stderr.decode(errors="replace").strip()
-            raise RuntimeError(failed[-600:].replace("\n", "; ") or f"exit {result.returncode}")
+        run_child("healthcheck.notify", json.dumps({"text": text, "channels": asdict(self.channels)}), self.timeout_s)
 
 
 def to_telegram(channels: Channels, text: str, sleep=time.sleep) -> list[str]:

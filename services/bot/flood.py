@@ -16,9 +16,10 @@ import logging
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
-from telegram.error import BadRequest, NetworkError
+from telegram.error import NetworkError
 from telegram.ext import AIORateLimiter
 
+from services.bot.inbox import out_of_reach
 from services.common.settings import Settings
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ class FloodSafeLimiter(AIORateLimiter):
                               data: dict[str, Any], rate_limit_args: int | None):
         try:
             result = await self._paced_request(callback, args, kwargs, endpoint, data, rate_limit_args)
-        except NetworkError as exc:
-            if self._status is not None and not isinstance(exc, BadRequest):
+        except NetworkError as exc:  # a 429 (RetryAfter) is flood control, not Telegram out of reach
+            if self._status is not None and out_of_reach(exc):
                 self._status.api_failed(endpoint, exc)
             raise
         if self._status is not None and self._status.api_answered() and self._on_back is not None:

@@ -1,0 +1,20 @@
+"""The sidecar's rare heavy work (writing health events, delivering an alert) runs in a
+short-lived `python -m <module>` so the sidecar never keeps PyMongo, httpx or apprise loaded for
+the container's whole life. The work goes in as JSON on stdin, never in argv (it may hold secrets)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def run_child(module: str, payload: str, timeout_s: float) -> None:
+    """Raises RuntimeError with the child's last words when it fails or outlives `timeout_s`."""
+    try:
+        result = subprocess.run([sys.executable, "-m", module], input=payload.encode(), capture_output=True,
+                                timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"no answer within {timeout_s:.0f} s") from None
+    if result.returncode:
+        failed = result.stderr.decode(errors="replace").strip()
+        raise RuntimeError(failed[-600:].replace("\n", "; ") or f"exit {result.returncode}")
