@@ -8,9 +8,9 @@ Discord, e-mail, ntfy, a JSON webhook... any URL apprise knows (https://github.c
 The sidecar runs for the container's whole life and alerts rarely, so it does not load httpx
 and apprise (about 20 MiB) to stay ready for that: `NotifierProcess` hands each alert to a
 short-lived `python -m healthcheck.notify`, as healthcheck/events.py does for MongoDB. The child
-tries every channel once (Telegram's 429 and transient failures are retried), says on stderr
-which ones failed and why, and exits 1 if any did; a channel that took the alert is never sent
-it twice.
+tries every channel once and at the same time (Telegram's 429 and transient failures are
+retried, without holding back the other channels), says on stderr which ones failed and why,
+and exits 1 if any did; a channel that took the alert is never sent it twice.
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import json
 import re
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from healthcheck.child import run_child
 
@@ -92,34 +94,30 @@ class NotifierProcess:
         run_child("healthcheck.notify", json.dumps({"text": text, "channels": asdict(self.channels)}), self.timeout_s)
 
 
-def to_telegram(channels: Channels, text: str, sleep=time.sleep) -> list[str]:
-    """sendMessage to each admin chat. A 429 waits its retry_after and a network error or a 5xx
-    is tried again (up to TELEGRAM_ATTEMPTS); any other refusal (401: the token is revoked,
-    400: no such chat) is final at once. Returns one line per chat not reached."""
+def to_telegram(channels: Channels, chat_id: int, text: str, sleep=time.sleep) -> list[str]:
+    """sendMessage to one admin chat. A 429 waits its retry_after and a network error or a 5xx
+    is tried again (up to TELEGRAM_ATTEMPTS, about 30 s); any other refusal (401: the token is
+    revoked, 400: no such chat) is final at once. Returns a line naming the chat if not reached."""
     import httpx
 
-    failed = []
     with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
-        for chat_id in channels.chat_ids:
-            for attempt in range(1, TELEGRAM_ATTEMPTS + 1):
-                code = None
-                try:
-                    response = client.post(f"{channels.api_base_url}{channels.token}/sendMessage",
-                                           json={"chat_id": chat_id, "text": text})
-                    code = response.status_code
-                    body = response.json()
-                except (httpx.HTTPError, ValueError) as exc:
-                    body = {"description": f"{type(exc).__name__} (HTTP {code})" if code else type(exc).__name__}
-                if body.get("ok"):
-                    break
-                code = body.get("error_code") or code
-                retry_after = (body.get("parameters") or {}).get("retry_after")
-                final = code is not None and code < 500 and code != 429
-                if final or attempt == TELEGRAM_ATTEMPTS:
-                    failed.append(f"telegram chat {chat_id}: {code or ''} {body.get('description')}".replace("  ", " "))
-                    break
-                sleep(float(retry_after) if retry_after else min(30.0, 2.0 ** attempt))
-    return failed
+        for attempt in range(1, TELEGRAM_ATTEMPTS + 1):
+            code = None
+            try:
+                response = client.post(f"{channels.api_base_url}{channels.token}/sendMessage",
+                                       json={"chat_id": chat_id, "text": text})
+                code = response.status_code
+                body = response.json()
+            except (httpx.HTTPError, ValueError) as exc:
+                body = {"description": f"{type(exc).__name__} (HTTP {code})" if code else type(exc).__name__}
+            if body.get("ok"):
+                return []
+            code = body.get("error_code") or code
+            retry_after = (body.get("parameters") or {}).get("retry_after")
+            if (code is not None and code < 500 and code != 429) or attempt == TELEGRAM_ATTEMPTS:
+                return [f"telegram chat {chat_id}: {code or ''} {body.get('description')}".replace("  ", " ")]
+            sleep(float(retry_after) if retry_after else min(30.0, 2.0 ** attempt))
+    return []
 
 
 def to_apprise(urls: list[str], text: str) -> list[str]:
@@ -144,12 +142,15 @@ def to_apprise(urls: list[str], text: str) -> list[str]:
 
 
 def deliver(channels: Channels, text: str) -> list[str]:
-    failed = []
-    if channels.chat_ids and channels.token:
-        failed += to_telegram(channels, text)
+    """Every channel at once, each on its own thread: a channel that is down and tried again
+    (Telegram's 5xx for ~30 s: exactly when the Bot API is out of reach) must not hold back the
+    one that would tell the admins. The apprise URLs share one thread, in turn, because each
+    one's reason is read from apprise's log while it runs."""
+    jobs = [partial(to_telegram, channels, chat_id, text) for chat_id in channels.chat_ids if channels.token]
     if channels.urls:
-        failed += to_apprise(channels.urls, text)
-    return failed
+        jobs.append(partial(to_apprise, channels.urls, text))
+    with ThreadPoolExecutor(max_workers=max(1, len(jobs)), thread_name_prefix="channel") as pool:
+        return [line for failed in pool.map(lambda job: job(), jobs) for line in failed]
 
 
 def main() -> int:

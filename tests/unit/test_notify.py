@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import httpx
@@ -18,7 +19,7 @@ from healthcheck.notify import Channels, NotifierProcess, split_urls
 from services.common.logs import redact
 from services.emulator.inprocess import serve_in_thread
 from services.emulator.server import create_app
-from tests.unit.conftest import BOT_ID, TOKEN
+from tests.unit.conftest import BOT_ID, TOKEN, wait_until
 
 ADMIN = 4242
 
@@ -61,6 +62,27 @@ def test_a_429_is_waited_out_and_the_alert_delivered_once(emulator):
     NotifierProcess(Channels(f"{url}/bot", TOKEN, [ADMIN]))("api: restarted (crash)")
     assert time.monotonic() - t0 >= 1.0
     assert admin_messages(control) == ["api: restarted (crash)"]
+
+
+def test_a_channel_tried_again_does_not_hold_back_the_others(emulator):
+    """Telegram out of reach (502s: tried again for up to ~30 s) is exactly when the other channel
+    must tell the admins, at once and not after Telegram's retries."""
+    url, control = emulator
+    hook = f"json://{url.split('://')[1]}/_emulator/hooks/ops"
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next",
+                 json={"method": "sendMessage", "error_code": 502, "description": "Bad Gateway", "times": 2})
+    send = NotifierProcess(Channels(f"{url}/bot", TOKEN, [ADMIN], [hook]))
+    child = threading.Thread(target=send, args=("bot: the Bot API has failed for 16 s",))
+    t0 = time.monotonic()
+    child.start()
+    wait_until(lambda: control.get("/_emulator/hooks/ops").json(), 5, what="the alert through the other channel")
+    told_s = time.monotonic() - t0
+    assert admin_messages(control) == [], "Telegram was still being tried when the others were told"
+    child.join(30)
+    assert not child.is_alive()
+    assert told_s < 2.0, f"the other channel waited for Telegram's retries: {told_s:.1f} s"
+    assert admin_messages(control) == ["bot: the Bot API has failed for 16 s"], "Telegram's third try took it, once"
+    assert len(control.get("/_emulator/hooks/ops").json()) == 1
 
 
 @pytest.fixture
