@@ -76,6 +76,7 @@ ERROR_CHARS = 500
 # Tried again this often while the Bot API was out of reach, the update is parked all the same
 # (about 7 h at RETRY_MAX_S apart): an outage is waited out, an error that never ends is not.
 OUTAGE_MAX = 100
+OUTAGE_LOG_S = 60.0  # while the Bot API is out of reach, one line this often, not one per reply tried
 
 
 def _now() -> datetime:
@@ -132,6 +133,8 @@ class Inbox:
         self._writes: list[tuple[str, dict]] = []  # records of finished updates, written before their done marks
         self._wake = asyncio.Event()
         self._last_cleanup = 0.0
+        self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so
+        self._outage_told_at: float | None = None
         self._suspects_maybe = True  # False once a look found none; looked for again every RECOVER_EVERY_S
         self.stopping = False  # set on SIGTERM: what has not started yet is handed back, not run
         # Set when a handler's Bot API call was refused for the token (revoked while running): the
@@ -321,6 +324,7 @@ class Inbox:
         result = await self.collection.update_many(
             {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": _now()}},
             {"$set": {"next_at": _now()}})
+        self._outage_told_at, self._outage_waits = None, 0  # the next outage is told at once
         if result.modified_count:
             self._wake.set()
             log.info("the Bot API answers again: %d update(s) that waited for it are due now", result.modified_count)
@@ -442,8 +446,7 @@ class Inbox:
                 return
             delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
             if outage:
-                log.warning("update %s: the Bot API is out of reach (%s); again in %.0f s, not counted as a "
-                            "failed attempt", update.update_id, describe(error), delay)
+                self._tell_outage_wait(update.update_id, error, delay)
             else:
                 log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,
                             describe(error), count + 1, self.max_attempts, delay)
@@ -454,6 +457,19 @@ class Inbox:
             )
         except PyMongoError as exc:  # the claim expires and the update runs again
             log.warning("could not record the failure of update %s (%s)", update.update_id, exc)
+
+    def _tell_outage_wait(self, update_id: int, error: BaseException, delay: float) -> None:
+        """One line per OUTAGE_LOG_S while the Bot API is out of reach, counting the replies that
+        waited: one per reply tried (each of hundreds of updates, again and again) buried the log
+        in the same words for as long as the outage lasted. The sidecar says it once, too."""
+        self._outage_waits += 1
+        now = time.monotonic()
+        if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_LOG_S:
+            return
+        log.warning("the Bot API is out of reach (%s): updates wait for it without using an attempt (%d failed "
+                    "for it since the last such line; update %s again in %.0f s)", describe(error), self._outage_waits,
+                    update_id, delay)
+        self._outage_told_at, self._outage_waits = now, 0
 
     # -- starting and stopping -------------------------------------------------------------------
 

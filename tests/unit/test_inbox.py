@@ -178,3 +178,34 @@ def test_only_the_bot_apis_own_failures_spare_an_attempt():
     the_updates_own = (BadRequest("Message is too long"), Forbidden("bot was blocked by the user"), InvalidToken(),
                        ValueError("a handler's bug"))
     assert not any(out_of_reach(e) for e in the_updates_own)
+
+
+def test_an_outage_is_told_in_one_line_not_one_per_reply(ferretdb, caplog):
+    """Ten replies fail while the Bot API is out of reach: one warning, each update waiting
+    uncharged. When it answers again, the next outage is told at once."""
+    from telegram.error import NetworkError
+
+    _, port = ferretdb
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "the Bot API is out of reach" in r.getMessage()]
+
+    async def run() -> dict:
+        async with clients(port) as [client]:
+            inbox = dispatcher(client, "replica-0")
+            for update in (await stored_and_claimed(inbox, tuple(range(1, 11)))).values():
+                inbox.note_error(update, NetworkError("Bad Gateway"))
+                await inbox.finished(update)
+            during = told()
+            await inbox.due_now()  # the first call that works
+            [again, *_] = (await stored_and_claimed(inbox, ())).values()
+            inbox.note_error(again, NetworkError("Bad Gateway"))
+            await inbox.finished(again)
+            counts = [(d.get("attempts", 0), d["outages"]) async for d in client.botstack[COLLECTION].find()]
+            return {"during": during, "after": told()[len(during):], "counts": counts}
+
+    seen = asyncio.run(run())
+    assert seen["during"] == ["the Bot API is out of reach (NetworkError: Bad Gateway): updates wait for it without "
+                              "using an attempt (1 failed for it since the last such line; update 1 again in 1 s)"]
+    assert len(seen["after"]) == 1 and "(update 1 again in 2 s)" in seen["after"][0], seen["after"]
+    assert sorted(seen["counts"]) == [(0, 1)] * 9 + [(0, 2)]
