@@ -45,7 +45,7 @@ def run() -> int:
     from healthcheck.alerts import Alerts
     from healthcheck.events import Event, EventLog, WriterProcess
     from healthcheck.guardian import handover_path, heartbeat_path, take_over
-    from healthcheck.notify import Channels, NotifierProcess
+    from healthcheck.notify import Channels, lanes
     from healthcheck.plan import load_plan
     from healthcheck.sidecar import Sidecar
     from services.bot.status import read_status
@@ -72,7 +72,7 @@ def run() -> int:
         events.note(Event(done["time"], PROGRAM, "watchdog", done["reason"], done["old_pid"], os.getpid()))
     if plan.alert_chat_ids and not plan.token:
         log.warning("BOTSTACK_ALERT_CHAT_IDS is set but the bot token is not usable: no alerts to Telegram")
-    alerts = Alerts(NotifierProcess(channels) if channels else None, group_s=plan.alert_group_s, secrets=secrets)
+    alerts = Alerts(lanes(channels), group_s=plan.alert_group_s, secrets=secrets)
     sidecar = Sidecar(
         # Longer than any single call the sidecar makes (it never waits on supervisord's stops).
         rpc(plan.supervisor_socket, timeout_s=15),

@@ -2,8 +2,10 @@
 
 They go to the admins' Telegram chats (sendMessage with the bot's token, so they go out while
 the bot program is down) and to any other channel in BOTSTACK_ALERT_URLS: healthcheck/notify.py
-delivers them. Never in the way of healing: the sidecar only queues a message; one background
-thread hands it over.
+delivers them. Never in the way of healing: the sidecar only queues a message; a background
+thread per channel (a lane) hands it over, so a channel that is down and tried again (Telegram
+for half a minute per alert while the Bot API is out of reach) never makes the alerts of the
+others wait in line behind it, and each channel still gets them in order.
 
 Grouped and rate limited, so a crash loop is one message with a count and not one per crash:
 the first event of a kind for a program is sent at once; more of that kind within
@@ -18,7 +20,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Sequence
 
 from services.common.logs import redact
 
@@ -35,20 +37,31 @@ class _Group:
 
 
 @dataclass
-class Alerts:
-    """`send(text)` delivers one message (to every admin chat); None: alerts are off."""
+class _Lane:
+    send: Callable[[str], None]
+    queue: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_MAX))
+    thread: threading.Thread | None = None
 
-    send: Callable[[str], None] | None
+
+@dataclass
+class Alerts:
+    """`send(text)` delivers one message, or one per lane when a sequence (one per channel:
+    healthcheck.notify.lanes); None: alerts are off."""
+
+    send: Callable[[str], None] | Sequence[Callable[[str], None]] | None
     group_s: float = 300.0
     clock: Callable[[], float] = time.time
     secrets: tuple[str, ...] = ()
     _groups: dict[str, _Group] = field(default_factory=dict)
-    _queue: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_MAX))
-    _thread: threading.Thread | None = None
+    _lanes: list[_Lane] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        senders = [] if self.send is None else [self.send] if callable(self.send) else list(self.send)
+        self._lanes = [_Lane(send) for send in senders]
 
     def event(self, key: str, text: str) -> None:
         """An event of kind `key` (e.g. "bot:restart"): sent now, or counted into its group."""
-        if self.send is None:
+        if not self._lanes:
             return
         now = self.clock()
         group = self._groups.get(key)
@@ -76,27 +89,28 @@ class Alerts:
             group.count = 0
 
     def _enqueue(self, text: str) -> None:
-        try:
-            self._queue.put_nowait(redact(f"botstack: {text}", self.secrets)[:4000])
-        except queue.Full:
-            log.warning("alert dropped: %d alerts are waiting to be sent", QUEUE_MAX)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._sender, name="alerts", daemon=True)
-            self._thread.start()
+        text = redact(f"botstack: {text}", self.secrets)[:4000]
+        for lane in self._lanes:
+            try:
+                lane.queue.put_nowait(text)
+            except queue.Full:
+                log.warning("alert dropped: %d alerts are waiting to be sent", QUEUE_MAX)
+            if lane.thread is None:
+                lane.thread = threading.Thread(target=self._sender, args=(lane,), name="alerts", daemon=True)
+                lane.thread.start()
 
     def drain(self, timeout_s: float) -> None:
         """Give queued alerts a moment to leave (before the sidecar stops the container)."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while any(lane.queue.unfinished_tasks for lane in self._lanes) and time.monotonic() < deadline:
             time.sleep(0.1)
 
-    def _sender(self) -> None:
+    def _sender(self, lane: _Lane) -> None:
         while True:
-            text = self._queue.get()
+            text = lane.queue.get()
             try:
-                self.send(text)
+                lane.send(text)
             except Exception as exc:  # an alert must never take the sidecar down
                 log.warning("alert not delivered: %s", redact(str(exc), self.secrets))
             finally:
-                self._queue.task_done()
-
+                lane.queue.task_done()

@@ -20,7 +20,7 @@ import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
 from healthcheck.child import run_child
@@ -92,6 +92,13 @@ class NotifierProcess:
 
     def __call__(self, text: str) -> None:
         run_child("healthcheck.notify", json.dumps({"text": text, "channels": asdict(self.channels)}), self.timeout_s)
+
+
+def lanes(channels: Channels) -> list[NotifierProcess]:
+    """A notifier per channel (all the Telegram chats share one: one token, one Bot API), each
+    for a lane of its own in healthcheck.alerts.Alerts."""
+    telegram = [NotifierProcess(replace(channels, urls=[]))] if channels.token and channels.chat_ids else []
+    return telegram + [NotifierProcess(replace(channels, token=None, chat_ids=[], urls=[url])) for url in channels.urls]
 
 
 def to_telegram(channels: Channels, chat_id: int, text: str, sleep=time.sleep) -> list[str]:

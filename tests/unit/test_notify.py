@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from healthcheck.alerts import Alerts
-from healthcheck.notify import Channels, NotifierProcess, split_urls
+from healthcheck.notify import Channels, NotifierProcess, lanes, split_urls
 from services.common.logs import redact
 from services.emulator.inprocess import serve_in_thread
 from services.emulator.server import create_app
@@ -83,6 +83,32 @@ def test_a_channel_tried_again_does_not_hold_back_the_others(emulator):
     assert told_s < 2.0, f"the other channel waited for Telegram's retries: {told_s:.1f} s"
     assert admin_messages(control) == ["bot: the Bot API has failed for 16 s"], "Telegram's third try took it, once"
     assert len(control.get("/_emulator/hooks/ops").json()) == 1
+
+
+def test_alerts_to_a_channel_tried_again_do_not_hold_back_the_next_ones_elsewhere(emulator):
+    """Each channel has a lane of its own in the sidecar: while Telegram's copy of the first alert
+    is tried again, the next alert reaches the other channel at once; each channel gets both,
+    in order."""
+    url, control = emulator
+    hook = f"json://{url.split('://')[1]}/_emulator/hooks/lanes"
+    control.post(f"/_emulator/bots/{BOT_ID}/fail-next",
+                 json={"method": "sendMessage", "error_code": 502, "description": "Bad Gateway", "times": 2})
+    channels = Channels(f"{url}/bot", TOKEN, [ADMIN], [hook])
+    alerts = Alerts(lanes(channels), secrets=channels.secrets())
+    t0 = time.monotonic()
+    alerts.event("bot:api-down", "bot: the Bot API has failed for 16 s")
+    alerts.event("web:restart", "web died and was restarted")
+
+    def hooked() -> list[str]:
+        return [h["message"] for h in control.get("/_emulator/hooks/lanes").json()]
+
+    wait_until(lambda: len(hooked()) == 2, 5, what="both alerts through the other channel")
+    both_s = time.monotonic() - t0
+    assert admin_messages(control) == [], "Telegram was still being tried when the others were told"
+    alerts.drain(30)
+    expected = ["botstack: bot: the Bot API has failed for 16 s", "botstack: web died and was restarted"]
+    assert hooked() == expected and admin_messages(control) == expected
+    assert both_s < 3.0, f"the second alert waited for Telegram's retries of the first: {both_s:.1f} s"
 
 
 @pytest.fixture
