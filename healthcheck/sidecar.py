@@ -36,6 +36,7 @@ from typing import Callable
 from healthcheck.alerts import Alerts
 from healthcheck.events import Event, EventLog
 from healthcheck.policy import Backoff, HealPolicy
+from services.common import oom
 from services.common.probes import Probe
 
 log = logging.getLogger("botstack.healthcheck")
@@ -47,6 +48,8 @@ EX_CONFIG = 78  # a program's exit for a setting it refuses (sysexits.h)
 # container, is not): the database down or refusing writes, or the Bot API out of reach, while
 # every program runs.
 UNREADY_ALERT_S = 15.0
+# A program found dead this soon after the container's OOM-kill count grew was that kill.
+OOM_ATTRIBUTION_S = 10.0
 
 
 @dataclass
@@ -86,6 +89,7 @@ class Sidecar:
     config_problems: dict[str, str] = field(default_factory=dict)
     tick_s: float = 1.0  # probes run once a second anyway; a faster loop only re-reads supervisord
     heartbeat: Path | None = None  # touched every pass and while waiting: the watchdog reads it
+    oom_kills: Callable[[], int | None] = oom.oom_kills  # the container's count of kernel OOM kills
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     watched: dict[str, Watched] = field(default_factory=dict)
@@ -98,6 +102,8 @@ class Sidecar:
     _last_status: str = "starting"
     _bot_seen: dict = field(default_factory=dict)
     _api_alerted_since: float | None = None  # the Bot API outage the admins were told of
+    _oom_count: int | None = None
+    _oom_at: float | None = None  # when the count last grew
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
     # a client library does internally (pymongo retries server selection, for one).
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "probe"))
@@ -113,6 +119,7 @@ class Sidecar:
     def tick(self) -> dict:
         self.beat()
         now = self.clock()
+        self._note_oom_kills(now)
         try:
             supervisord_state = self.rpc.supervisor.getState()["statename"]
             infos = {i["name"]: i for i in self.rpc.supervisor.getAllProcessInfo()}
@@ -187,7 +194,10 @@ class Sidecar:
         if pid and w.pid and pid != w.pid and not w.healing:
             # supervisord reports the status of the last exit only until it restarts the program
             status = info.get("exitstatus")
-            w.last_exit = f"exit status {status}" if status else "exited unexpectedly (a signal, or a crash)"
+            if self._oom_at is not None and now - self._oom_at <= OOM_ATTRIBUTION_S:
+                w.last_exit = oom.killed_for_memory()
+            else:
+                w.last_exit = f"exit status {status}" if status else "exited unexpectedly (a signal, or a crash)"
             reason = f"{w.last_exit}; supervisord restarted it"
             self.events.record(Event(now, name, "crash", reason, w.pid, pid))
             self.alerts.event(f"{name}:restart", f"{name} died ({w.last_exit}) and was restarted "
@@ -198,6 +208,13 @@ class Sidecar:
                 w.answered = False
             w.pid = pid
             w.healing = False
+
+    def _note_oom_kills(self, now: float) -> None:
+        """supervisord sees a SIGKILL; only the container's cgroup knows it was the kernel's, for memory."""
+        count = self.oom_kills()
+        if count is not None and self._oom_count is not None and count > self._oom_count:
+            self._oom_at = now
+        self._oom_count = count
 
     def _probe(self, probe: Probe, info: dict, w: Watched, now: float) -> bool:
         """Run the probe when due; True when the program counts as hung. A program's start grace

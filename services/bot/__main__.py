@@ -29,6 +29,7 @@ from services.bot.lease import COLLECTION as LEASES
 from services.bot.lease import Lease, holder_id, lease_key
 from services.bot.poller import Poller
 from services.bot.status import BotStatus
+from services.common import oom
 from services.common.db import database, make_client
 from services.common.extensions import hooks
 from services.common.logs import setup_logging
@@ -113,6 +114,7 @@ async def run() -> int:
     require(settings, "telegram_bot_token", PROGRAM)
     token = settings.telegram_bot_token.get_secret_value()
     setup_logging(PROGRAM, settings.log_level, (token,))
+    oom.volunteer(PROGRAM)  # a leaking handler is killed and restarted, not the database
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from services.common import oom
 from services.common.logs import setup_logging
 from services.common.reloading import require_reloader, watched
 from services.common.settings import Settings
@@ -12,6 +13,7 @@ from services.common.settings import Settings
 def serve(app_path: str, program: str, port: int, settings: Settings) -> None:
     secrets = (settings.telegram_bot_token.get_secret_value(),) if settings.telegram_bot_token else ()
     setup_logging(program, settings.log_level, secrets)
+    oom.volunteer(program)  # out of memory, the kernel takes this program (restarted in a second), not mongod
     if settings.reload:  # development only; needs the dev image target
         require_reloader(program)
     uvicorn.run(

@@ -208,8 +208,11 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
     started: list[tuple[str, DockerContainer]] = []
 
     def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None,
-              tmpfs: dict[str, str] | None = None, image: str | None = None, **env: str) -> Stack:
+              tmpfs: dict[str, str] | None = None, image: str | None = None, mem_limit: str | None = None,
+              **env: str) -> Stack:
         container = _stack_container(image or stack_image, network, bot_token, env)
+        if mem_limit:  # the container's memory limit, as a hosting plan sets it (no swap beyond it)
+            container.with_kwargs(mem_limit=mem_limit, memswap_limit=mem_limit)
         if aliases:
             container.with_network_aliases(*aliases)
         for volume, path in (volumes or {}).items():

@@ -307,6 +307,49 @@ def test_bot_api_out_of_reach_mid_burst_is_told_and_loses_nothing(start_stack, e
     assert "Traceback" not in stack.logs()
 
 
+def test_a_leak_is_killed_not_the_database_and_loses_nothing(start_stack, emulator):
+    """A handler that leaks (/hog keeps 40 MiB per update) in a container with a memory limit,
+    while users keep writing: the kernel kills the bot, which asked to go first, not mongod,
+    supervisord or the sidecar; supervisord restarts it, the admins are told it was memory, and
+    every update is answered, every note stored once."""
+    hook = f"ops{secrets.token_hex(3)}"
+    stack, token = alerting_stack(start_stack, mem_limit="420m", BOTSTACK_EXTENSIONS="botstack_testkit",
+                                  BOTSTACK_ALERT_URLS=f"json://telegram:8081/_emulator/hooks/{hook}")
+    bot = token.split(":")[0]
+    before = settled(stack)
+    pids = {name: info["pid"] for name, info in before.items()}
+    adj = {name: stack.exec(["cat", f"/proc/{pid}/oom_score_adj"])[1].strip() for name, pid in pids.items()}
+    adj["supervisord"] = stack.exec(["cat", "/proc/1/oom_score_adj"])[1].strip()
+    assert adj == {"mongodb": "0", "api": "500", "web": "500", "bot": "500", "healthcheck": "0",
+                   "supervisord": "0"}, adj
+
+    ids, hogs = [], []
+    for i in range(40):
+        ids.append(remember(emulator, bot, 600 + i))
+        if i % 5 == 4:
+            hogs.append(emulator.inject(bot, "/hog 40", user={"id": 7_600_000 + i, "first_name": f"H{i}"}))
+    t0 = time.monotonic()
+    counts = all_answered(emulator, bot, ids + hogs, 240)
+    answered_s = time.monotonic() - t0
+    killed = wait_until(lambda: [h["message"] for h in emulator.hooks(hook) if "out of memory" in h["message"]], 60,
+                        "the admins told the bot was killed for memory")
+    after = stack.programs()
+    notes = stack.db("[len(d.get('notes', [])) for d in "
+                     "db.user_contexts.find({'_id': {'$gte': 7500600, '$lt': 7500640}})]")
+    parked = stack.db(f"db.inbox.count_documents({{'bot': '{bot}', 'state': 'failed'}})")
+    restarts = after["bot"]["pid"] != pids["bot"]
+    figure(f"leak in a handler (8 x /hog 40 MiB among 40 /remember, container limit 420 MiB): the bot killed by the "
+           f"kernel and restarted ({stack.logs().count('killed by the kernel: out of memory')} time(s)), mongod, "
+           f"api, web, sidecar untouched; all {len(ids) + len(hogs)} answered within {answered_s:.0f} s, "
+           f"{sum(n - 1 for n in counts.values())} twice, {parked} parked; told: {killed[0]!r}")
+    assert restarts, "the leak never reached the limit: nothing proven"
+    assert identities(after, ("mongodb", "api", "web", "healthcheck")) == identities(
+        before, ("mongodb", "api", "web", "healthcheck")), "the kernel took another program than the leaking one"
+    assert "bot died (killed by the kernel: out of memory (the container's limit is 420 MiB))" in killed[0], killed
+    assert len(notes) == 40 and set(notes) == {1} and parked == 0
+    assert "Traceback" not in stack.logs()
+
+
 def test_bad_port_names_the_variable_set(start_stack):
     stack = start_stack(PORT="abc")
     wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")

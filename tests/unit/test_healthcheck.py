@@ -274,7 +274,7 @@ def make(sup, clock, tmp_path):
     """A Sidecar wired to the fake supervisord, the fake clock and a sleep that advances it."""
 
     def build(probes=(), readiness=None, events=None, tick_s=0.5, alerts=None, **options) -> Sidecar:
-        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat", "bot_status")
+        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat", "bot_status", "oom_kills")
                  if k in options}
         return Sidecar(
             SimpleNamespace(supervisor=sup), list(probes), tmp_path / "health.json",
@@ -724,6 +724,29 @@ def test_pid_change_the_sidecar_did_not_cause_is_recorded_as_crash_and_nothing_i
         ("web", "crash", old_pid, sup.pid("web"))]
     assert sup.actions() == []
     assert verdict["programs"]["web"]["restarts"] == {"crash": 1, "hang": 0, "fatal": 0}
+
+
+def test_a_program_the_kernel_killed_for_memory_is_said_so(sup, make, clock, monkeypatch):
+    """supervisord sees a SIGKILL; the container's OOM-kill count says it was memory. A crash
+    long after that count grew is a crash again."""
+    monkeypatch.setattr("services.common.oom.limit_mib", lambda: 450)
+    kills = [0]
+    clock.advance(60)
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), oom_kills=lambda: kills[0])
+    sidecar.tick()
+    kills[0] = 1
+    sup.crash("bot")
+    clock.advance(1.0)
+    sidecar.tick()
+    clock.advance(60)
+    sup.crash("web")
+    sidecar.tick()
+    assert [(e.program, e.reason) for e in sidecar.events.pending] == [
+        ("bot", "killed by the kernel: out of memory (the container's limit is 450 MiB); supervisord restarted it"),
+        ("web", "exited unexpectedly (a signal, or a crash); supervisord restarted it")]
+    assert any("bot died (killed by the kernel: out of memory (the container's limit is 450 MiB))" in t
+               for t in wait_sent(sent, 2))
 
 
 def test_first_sight_of_a_program_is_not_a_crash(sup, make, clock):

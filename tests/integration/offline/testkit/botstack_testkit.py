@@ -5,6 +5,7 @@
   /sleep S   takes S seconds without blocking (a slow handler)
   /fail      always raises (a handler with a bug)
   /burst N   sends N messages to this chat (flood control)
+  /hog MB    keeps MB MiB more for as long as the process lives (a handler that leaks)
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from telegram.ext import Application, CommandHandler, ContextTypes
 
 class HandlerBug(RuntimeError):
     pass
+
+
+HELD: list[bytes] = []  # what /hog keeps: each call's MiB, written (so resident), never freed
 
 
 async def block(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -40,8 +44,14 @@ async def burst(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await context.bot.send_message(update.effective_chat.id, f"burst {i + 1}/{count}")
 
 
+async def hog(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    HELD.append(b"\x01" * (int(context.args[0] if context.args else 50) << 20))
+    await update.effective_message.reply_text(f"holding {sum(map(len, HELD)) >> 20} MiB", do_quote=True)
+
+
 def install(application: Application) -> None:
     application.add_handler(CommandHandler("block", block))
     application.add_handler(CommandHandler("sleep", sleep))
     application.add_handler(CommandHandler("fail", fail))
     application.add_handler(CommandHandler("burst", burst))
+    application.add_handler(CommandHandler("hog", hog))

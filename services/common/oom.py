@@ -1,0 +1,68 @@
+"""Who the kernel kills when the container runs out of memory, and saying that it did.
+
+A container with a memory limit (a Railway plan, Compose's `mem_limit`, Swarm's or Kubernetes'
+limits) that reaches it has one process killed by the kernel's OOM killer: the one holding the
+most memory, which is mongod (its cache) more often than the handler that leaks. The database
+killed mid-write replays its journal while every program waits for it. The api, web and bot are
+restarted by supervisord within a second and lose nothing (the inbox hands a killed bot's
+updates over again), so each of them asks to go first (`volunteer`, at its start): a process
+may raise its own oom_score_adj, only privileges lower it. mongod, supervisord and the health
+sidecar keep 0, and the kernel takes a leaking program instead of them.
+
+supervisord sees only a SIGKILL; the sidecar reads the container's OOM-kill count
+(`oom_kills`) to tell the admins that it was memory, and what the limit is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+log = logging.getLogger("botstack.oom")
+
+# Added to the kernel's score (0-1000 for the share of memory a process holds): a program is
+# taken before mongod unless mongod holds half the container's memory more than it does.
+OOM_SCORE_ADJ = 500
+# The container's own cgroup: v2 first, then v1 (Docker on older hosts).
+EVENTS = (Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control"))
+LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+
+
+def volunteer(program: str, proc_file: Path = Path("/proc/self/oom_score_adj")) -> None:
+    """Make this program the kernel's first choice when the container runs out of memory."""
+    try:
+        proc_file.write_text(f"{OOM_SCORE_ADJ}\n")
+    except OSError as exc:  # not Linux, or a sandbox that forbids it: the kernel's default then
+        log.info("%s: oom_score_adj not raised (%s); the kernel picks the largest process", program, exc)
+
+
+def oom_kills(files: tuple[Path, ...] = EVENTS) -> int | None:
+    """How many processes the kernel killed for the container's memory limit; None where the
+    cgroup does not say (no memory controller, not Linux)."""
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+    return None
+
+
+def limit_mib(files: tuple[Path, ...] = LIMITS) -> int | None:
+    """The container's memory limit; None when it has none ("max", or v1's near-2^63)."""
+    for path in files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        return int(text) >> 20 if text.isdigit() and int(text) < 1 << 50 else None
+    return None
+
+
+def killed_for_memory() -> str:
+    """How a program the kernel killed for memory is described (the verdict, events, alerts)."""
+    limit = limit_mib()
+    return "killed by the kernel: out of memory" + (f" (the container's limit is {limit} MiB)" if limit else "")

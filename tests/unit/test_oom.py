@@ -1,0 +1,39 @@
+"""services/common/oom.py: the programs ask the kernel to take them first when the container runs
+out of memory (checked on this machine's kernel), and the container's OOM kills and limit are
+read from cgroup v2 and v1 files as the kernel writes them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from services.common.oom import OOM_SCORE_ADJ, limit_mib, oom_kills
+
+
+def test_a_program_that_volunteers_is_the_kernels_first_choice_and_its_children_too():
+    child = subprocess.run(
+        [sys.executable, "-c", "import os; from services.common.oom import volunteer; volunteer('bot'); "
+         "print(open('/proc/self/oom_score_adj').read().strip()); os.system('cat /proc/self/oom_score_adj')"],
+        capture_output=True, text=True, timeout=30, check=True)
+    assert child.stdout.split() == [str(OOM_SCORE_ADJ)] * 2
+    assert open("/proc/self/oom_score_adj").read().strip() == "0", "only the program that asked"
+
+
+def test_oom_kills_are_read_from_cgroup_v2_or_v1(tmp_path):
+    v2, v1, absent = tmp_path / "memory.events", tmp_path / "memory.oom_control", tmp_path / "none"
+    v2.write_text("low 0\nhigh 0\nmax 12\noom 3\noom_kill 2\noom_group_kill 0\n")
+    v1.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 7\n")
+    assert oom_kills((v2, v1)) == 2
+    assert oom_kills((absent, v1)) == 7
+    assert oom_kills((absent,)) is None
+
+
+def test_the_memory_limit_is_read_and_no_limit_is_none(tmp_path):
+    limit = tmp_path / "limit"
+    limit.write_text("471859200\n")
+    assert limit_mib((limit,)) == 450
+    limit.write_text("max\n")  # v2 without a limit
+    assert limit_mib((limit,)) is None
+    limit.write_text("9223372036854771712\n")  # v1 without a limit
+    assert limit_mib((limit,)) is None
+    assert limit_mib((tmp_path / "none",)) is None
