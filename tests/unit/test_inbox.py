@@ -207,5 +207,5 @@ def test_an_outage_is_told_in_one_line_not_one_per_reply(ferretdb, caplog):
     seen = asyncio.run(run())
     assert seen["during"] == ["the Bot API is out of reach (NetworkError: Bad Gateway): updates wait for it without "
                               "using an attempt (1 failed for it since the last such line; update 1 again in 1 s)"]
-    assert len(seen["after"]) == 1 and "(update 1 again in 2 s)" in seen["after"][0], seen["after"]
+    assert len(seen["after"]) == 1 and "; update 1 again in 2 s)" in seen["after"][0], seen["after"]
     assert sorted(seen["counts"]) == [(0, 1)] * 9 + [(0, 2)]
