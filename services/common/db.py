@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, ConnectionFailure, ServerSelectionTimeoutError
 
 from services.common.settings import Settings
 
@@ -81,3 +81,11 @@ def why(exc: BaseException, limit: int = 200) -> str:
     words = (errors[0].get("errmsg") if errors else None) or \
         (details.get("errmsg") if isinstance(details, dict) else None) or str(exc)
     return f"{type(exc).__name__}: {_GO_FRAMES.sub('', str(words)).strip()}"[:limit]
+
+
+def unavailable(exc: BaseException, what: str = "the write") -> str:
+    """A driver error in words for an API client: out of reach or refusing, without the server's
+    names and addresses (why() gives those to the log)."""
+    if isinstance(exc, (ConnectionFailure, ServerSelectionTimeoutError)):
+        return "the database is out of reach"
+    return f"the database refused {what}"

@@ -72,7 +72,8 @@ def test_full_disk_mid_burst_loses_nothing_and_says_so(small_volume, start_stack
             if r.status_code == 201:
                 acked.append(f"full-{i}")
             else:
-                assert r.status_code == 503 and "not stored" in r.text, r.text
+                assert r.status_code == 503 and "not stored: the database" in r.text, r.text
+                assert r.headers.get("retry-after") == "5"
                 refused += 1
                 if refused >= 3:
                     break

@@ -5,6 +5,7 @@ on-disk journal, so a success survives even a SIGKILL of mongod. The client's id
 `key` is unique: retrying after a lost answer never stores the event twice.
 """
 
+import logging
 from datetime import datetime, timezone
 from typing import Any
 
@@ -15,7 +16,9 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from services.api.deps import DbDep
 from services.api.schema import EVENTS
+from services.common.db import unavailable, why
 
+log = logging.getLogger("botstack.api.events")
 router = APIRouter(prefix="/api/v1", tags=["events"])
 DURABLE = WriteConcern(w=1, j=True)
 
@@ -34,8 +37,10 @@ async def create_event(event: EventIn, db: DbDep, response: Response) -> dict[st
     except DuplicateKeyError:
         response.status_code = 200
         return {"key": event.key, "created": False}
-    except PyMongoError as exc:
-        raise HTTPException(503, detail=f"mongodb: {type(exc).__name__}; not stored") from None
+    except PyMongoError as exc:  # the client retries with the same key: stored once, whenever it works
+        log.warning("event %s not stored: %s", event.key, why(exc))
+        raise HTTPException(503, detail=f"not stored: {unavailable(exc)}; retry with the same key",
+                            headers={"Retry-After": "5"}) from None
     return {"key": event.key, "created": True}
 
 
@@ -44,4 +49,5 @@ async def count_events(db: DbDep) -> dict[str, int]:
     try:
         return {"events": await db[EVENTS].count_documents({})}
     except PyMongoError as exc:
-        raise HTTPException(503, detail=f"mongodb: {type(exc).__name__}") from None
+        log.warning("events not counted: %s", why(exc))
+        raise HTTPException(503, detail=unavailable(exc, "the count"), headers={"Retry-After": "5"}) from None
