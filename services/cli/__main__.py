@@ -42,6 +42,7 @@ def progress(args, lines: list[str]):
 
 
 def status(args) -> int:
+    from services.common import oom
     from services.common.buildinfo import build_info
     from services.common.supervisor import programs, rpc
     from services.common.verdict import read_verdict
@@ -59,9 +60,19 @@ def status(args) -> int:
     for p in rows:
         restarts = verdict["programs"].get(p.name, {}).get("restarts", {})
         since = p.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ") if p.started_at else "-"
-        table.append({"name": p.name, "state": p.state, "pid": p.pid, "since": since, "restarts": restarts})
+        rss = oom.resident_mib(p.pid) if p.pid else None
+        table.append({"name": p.name, "state": p.state, "pid": p.pid, "since": since, "restarts": restarts,
+                      "rss_mib": round(rss, 1) if rss is not None else None})
         lines.append(f"{p.name:<12} {p.state:<9} pid {p.pid or '-':<6} since {since}  restarts "
-                     f"crash {restarts.get('crash', 0)} hang {restarts.get('hang', 0)} fatal {restarts.get('fatal', 0)}")
+                     f"crash {restarts.get('crash', 0)} hang {restarts.get('hang', 0)} fatal {restarts.get('fatal', 0)}"
+                     f"  {f'{rss:.0f} MiB' if rss is not None else '-'}")
+    memory = {"rss_mib": round(sum(r["rss_mib"] or 0 for r in table), 1), "limit_mib": oom.limit_mib(),
+              "oom_kills": oom.oom_kills()}
+    lines.append(f"memory: {memory['rss_mib']:.0f} MiB resident in the programs; "
+                 + (f"the container's limit is {memory['limit_mib']} MiB" if memory["limit_mib"] else
+                    "no memory limit on the container")
+                 + (f"; {memory['oom_kills']} process(es) killed by the kernel for memory" if memory["oom_kills"]
+                    else ""))
     lines.append(f"health: {verdict['status']}" + "".join(f"\n  - {r}" for r in verdict["reasons"]))
     bot = verdict.get("bot")
     if bot:
@@ -77,7 +88,8 @@ def status(args) -> int:
         lines.append(summary(inbox))
     except Exception as exc:  # status still reports what it can see without the database
         lines.append(f"inbox: unknown (database not reachable: {type(exc).__name__})")
-    emit(args, {"build": info, "programs": table, "health": verdict, "bot": bot, "inbox": inbox}, lines)
+    emit(args, {"build": info, "programs": table, "memory": memory, "health": verdict, "bot": bot, "inbox": inbox},
+         lines)
     return 0 if verdict["status"] in ("healthy", "degraded") else 1
 
 

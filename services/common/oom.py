@@ -62,6 +62,16 @@ def limit_mib(files: tuple[Path, ...] = LIMITS) -> int | None:
     return None
 
 
+def resident_mib(pid: int) -> float | None:
+    """A process's resident memory (VmRSS), as `ps` shows it; None when it is gone or not ours."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((line.split()[1] for line in status.splitlines() if line.startswith("VmRSS:")), None)
+    return int(kib) / 1024 if kib else None
+
+
 def killed_for_memory() -> str:
     """How a program the kernel killed for memory is described (the verdict, events, alerts)."""
     limit = limit_mib()

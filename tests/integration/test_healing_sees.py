@@ -346,6 +346,9 @@ def test_a_leak_is_killed_not_the_database_and_loses_nothing(start_stack, emulat
     assert identities(after, ("mongodb", "api", "web", "healthcheck")) == identities(
         before, ("mongodb", "api", "web", "healthcheck")), "the kernel took another program than the leaking one"
     assert "bot died (killed by the kernel: out of memory (the container's limit is 420 MiB))" in killed[0], killed
+    code, out = stack.exec(["botstack", "status"])
+    assert re.search(r"memory: \d+ MiB resident in the programs; the container's limit is 420 MiB; [1-3] process\(es\) "
+                     r"killed by the kernel for memory", out), out
     assert len(notes) == 40 and set(notes) == {1} and parked == 0
     assert "Traceback" not in stack.logs()
 

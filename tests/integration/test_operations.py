@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import httpx
 import pytest
@@ -43,6 +44,7 @@ def test_status_lists_programs_and_health(stack):
     for name in ("mongodb", "api", "web", "bot", "healthcheck"):
         assert f"{name} " in out and "RUNNING" in out
     assert "health: healthy" in out or "health: degraded" in out
+    assert re.search(r"\nmemory: \d+ MiB resident in the programs; no memory limit on the container\n", out), out
 
 
 def test_doctor(start_stack):
