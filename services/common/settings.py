@@ -169,6 +169,11 @@ class Settings(BaseSettings):
             raise ValueError("is still the placeholder from .env.example: choose a password")
         if value is not None and len(value.get_secret_value()) < 12:
             raise ValueError("must be at least 12 characters")
+        if value is not None and value.get_secret_value() != value.get_secret_value().strip():
+            # Not trimmed as the tokens are: a password may hold spaces, and what is typed at the
+            # login form would then differ from what is set. Refused, so nobody is locked out.
+            raise ValueError("starts or ends with a space or line break (pasted with the password?): remove it, "
+                             "or the password typed at the login never matches")
         return value
 
     @field_validator("telegram_webhook_url")

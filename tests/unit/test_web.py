@@ -166,6 +166,16 @@ def test_production_without_credentials_refuses_to_start(monkeypatch, subprocess
     assert result.stderr.strip().startswith("web: configuration error: BOTSTACK_WEB_PASSWORD: is required")
 
 
+def test_a_password_pasted_with_a_line_break_stops_only_the_dashboard_with_one_line(subprocess_env):
+    env = subprocess_env(BOTSTACK_ENV="production", BOTSTACK_WEB_PASSWORD="correct horse battery\n")
+    result = subprocess.run([sys.executable, "-m", "services.web"], env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode == 78
+    assert result.stderr == ("web: configuration error: BOTSTACK_WEB_PASSWORD: starts or ends with a space or line "
+                             "break (pasted with the password?): remove it, or the password typed at the login "
+                             "never matches\n")
+
+
 def test_read_only_mode_reads_without_login_and_never_acts(monkeypatch):
     monkeypatch.delenv("BOTSTACK_WEB_PASSWORD")
     monkeypatch.setenv("BOTSTACK_WEB_READ_ONLY", "true")
