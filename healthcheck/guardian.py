@@ -145,6 +145,12 @@ def make_guardian(supervisord, **_config):
     method (supervisord's RPC serves no name that starts with an underscore)."""
     from supervisor import events
 
+    from healthcheck.wakeup import wake_on_signals
+
     guardian = Guardian(supervisord, run_dir())
     events.subscribe(tick_1_event(), guardian._on_tick)
+    try:
+        wake_on_signals(supervisord)
+    except Exception as exc:  # supervisord runs as it always did, only slower to act on signals
+        say(f"supervisord acts on signals up to a second late: {type(exc).__name__}: {exc}")
     return guardian

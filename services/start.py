@@ -13,9 +13,7 @@ from __future__ import annotations
 import configparser
 import os
 import shutil
-import socket
 import sys
-import time
 
 EX_CONFIG = 78  # services.common.settings.EX_CONFIG, without importing it (see wants_local_mongod)
 
@@ -50,8 +48,7 @@ def main() -> None:
         raise SystemExit(EX_CONFIG)
     os.environ["BOTSTACK_MONGOD_AUTOSTART"] = "true" if local else "false"
     control = control_socket(CONFIG)
-    make_run_dirs(control)
-    wake_supervisord_when_listening(control)
+    make_run_dirs(control)  # supervisord starts its programs at once: healthcheck/wakeup.py
     os.execvp("supervisord", ["supervisord", "-c", CONFIG])
 
 
@@ -78,25 +75,6 @@ def make_run_dirs(control: str) -> None:
                              f"as the image's user (10001), or mount a tmpfs this user may write there, e.g. "
                              f"tmpfs: {path}:uid={uid},gid={gid},mode=0750\n")
             raise SystemExit(EX_CONFIG)
-
-
-def wake_supervisord_when_listening(path: str, timeout_s: float = 10.0) -> None:
-    """supervisord starts its programs only after its first second-long wait for events
-    (supervisor 4.3, runforever): every container start lost that second. A connection to its
-    socket ends the wait; a short-lived child makes one as soon as supervisord listens."""
-    if not path or os.fork():
-        return
-    try:  # the child: never returns to the caller
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with socket.socket(socket.AF_UNIX) as conn:
-                    conn.connect(path)
-                break
-            except OSError:  # not listening yet (or an old socket file)
-                time.sleep(0.01)
-    finally:
-        os._exit(0)
 
 
 if __name__ == "__main__":

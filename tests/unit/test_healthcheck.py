@@ -1295,6 +1295,7 @@ def test_supervisords_loop_asks_the_watchdog_once_a_second(tmp_path, monkeypatch
     monkeypatch.setattr(events, "TICK_EVENTS", list(events.TICK_EVENTS))
     asked: list[float] = []
     monkeypatch.setattr(guardian, "check", lambda process, heartbeat, now: asked.append(now))
+    monkeypatch.setattr("healthcheck.wakeup.wake_on_signals", lambda supervisord: None)  # tests/unit/test_wakeup.py
     sidecar = SidecarProcess(ProcessStates.RUNNING, START)
     supervisord = SimpleNamespace(ticks={}, options=SimpleNamespace(mood=SupervisorStates.RUNNING),
                                   process_groups={"healthcheck": SimpleNamespace(processes={"healthcheck": sidecar})})
