@@ -13,8 +13,9 @@ import subprocess
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import pytest
 
@@ -152,3 +153,40 @@ def ferretdb(tmp_path):
     finally:
         for server in servers:
             stop_ferretdb(server)
+
+
+SUPERVISORD_CONFIG = """
+[unix_http_server]
+file={dir}/supervisor.sock
+chmod=0700
+
+[supervisord]
+nodaemon=true
+logfile={dir}/supervisord.log
+pidfile={dir}/supervisord.pid
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+{extra}
+[program:sleeper]
+command=sleep 600
+startsecs=0
+stopwaitsecs=2
+"""
+
+
+@contextmanager
+def real_supervisord(directory: Path, extra: str = "") -> Iterator[subprocess.Popen]:
+    """A real supervisord with one program (`sleeper`), its socket and log in `directory`;
+    `extra`: more config sections (an rpcinterface plugin)."""
+    (directory / "supervisord.conf").write_text(SUPERVISORD_CONFIG.format(dir=directory, extra=extra))
+    env = {**os.environ, "BOTSTACK_RUN_DIR": str(directory), "PYTHONPATH": str(ROOT)}
+    env.pop("SUPERVISOR_SERVER_URL", None)
+    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(directory / "supervisord.conf")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(20)

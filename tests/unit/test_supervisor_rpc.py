@@ -13,34 +13,11 @@ import xmlrpc.client
 import pytest
 
 from services.common.supervisor import programs, rpc
-from tests.unit.conftest import wait_until
-
-CONFIG = """
-[unix_http_server]
-file={dir}/supervisor.sock
-chmod=0700
-
-[supervisord]
-nodaemon=true
-logfile={dir}/supervisord.log
-pidfile={dir}/supervisord.pid
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
-[program:sleeper]
-command=sleep 600
-startsecs=0
-stopwaitsecs=2
-"""
+from tests.unit.conftest import real_supervisord, wait_until
 
 
 @pytest.fixture
-def supervisord(tmp_path, monkeypatch):
-    monkeypatch.delenv("SUPERVISOR_SERVER_URL", raising=False)
-    (tmp_path / "supervisord.conf").write_text(CONFIG.format(dir=tmp_path))
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(tmp_path / "supervisord.conf")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def supervisord(tmp_path):
     sock = str(tmp_path / "supervisor.sock")
 
     def running() -> bool:
@@ -49,12 +26,9 @@ def supervisord(tmp_path, monkeypatch):
         except (OSError, xmlrpc.client.Error):
             return False
 
-    try:
+    with real_supervisord(tmp_path):
         wait_until(running, 20, what="supervisord and its program running")
         yield sock
-    finally:
-        proc.terminate()
-        proc.wait(20)
 
 
 def test_rpc_drives_a_real_supervisord_over_its_socket(supervisord):

@@ -10,53 +10,25 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.unit.conftest import wait_until
+from tests.unit.conftest import real_supervisord, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIG = """
-[unix_http_server]
-file={dir}/supervisor.sock
-chmod=0700
-
-[supervisord]
-nodaemon=true
-logfile={dir}/supervisord.log
-pidfile={dir}/supervisord.pid
-
-[rpcinterface:supervisor]
-supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
-
+GUARDIAN = """
 [rpcinterface:guardian]
 supervisor.rpcinterface_factory = healthcheck.guardian:make_guardian
-
-[program:sleeper]
-command=sleep 600
-startsecs=0
-stopwaitsecs=5
 """
 
 
 @pytest.fixture
-def supervisord(tmp_path, monkeypatch):
-    monkeypatch.delenv("SUPERVISOR_SERVER_URL", raising=False)
-    (tmp_path / "supervisord.conf").write_text(CONFIG.format(dir=tmp_path))
-    env = {**os.environ, "BOTSTACK_RUN_DIR": str(tmp_path), "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "supervisor.supervisord", "-c", str(tmp_path / "supervisord.conf")],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+def supervisord(tmp_path):
+    """With the guardian's plugin, as botstack's supervisord.conf has it."""
+    with real_supervisord(tmp_path, GUARDIAN) as proc:
         yield proc, tmp_path / "supervisord.log"
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 def children(parent: int) -> list[int]:
