@@ -27,6 +27,7 @@ import logging
 import os
 import time
 import xmlrpc.client
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ EX_CONFIG = 78  # a program's exit for a setting it refuses (sysexits.h)
 UNREADY_ALERT_S = 15.0
 # A program found dead this soon after the container's OOM-kill count grew was that kill.
 OOM_ATTRIBUTION_S = 10.0
+# A Bot API that fails now and then between calls that work (a flaky proxy, Telegram failing some
+# calls) never fails UNREADY_ALERT_S in a row: judged by the share of the passes of the last
+# FLAKY_WINDOW_S that saw it failing (at least FLAKY_MIN_S of them seen), told back below FLAKY_OK.
+FLAKY_WINDOW_S = 60.0
+FLAKY_MIN_S = 30.0
+FLAKY_SHARE = 0.5
+FLAKY_OK = 0.1
 
 
 @dataclass
@@ -102,6 +110,9 @@ class Sidecar:
     _last_status: str = "starting"
     _bot_seen: dict = field(default_factory=dict)
     _api_alerted_since: float | None = None  # the Bot API outage the admins were told of
+    _api_flaky_told: bool = False  # ...or that it fails too often
+    _api_seen: deque = field(default_factory=deque)  # (pass time, failing then) over FLAKY_WINDOW_S
+    _api_last_error: str = ""
     _oom_count: int | None = None
     _oom_at: float | None = None  # when the count last grew
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
@@ -357,24 +368,49 @@ class Sidecar:
     def _bot_api_outage(self, bot: dict | None, now: float, running: bool) -> str | None:
         """The bot runs and beats, but its Bot API calls fail (network, DNS, a proxy gone,
         Telegram's 5xx): nothing is answered and no restart can help. Degraded, naming it, past
-        UNREADY_ALERT_S; the admins are told once, and again when it answers."""
+        UNREADY_ALERT_S; the admins are told once, and again when it answers. A Bot API that
+        fails often but not for long in a row is judged by its share of failing passes."""
         if not running or not isinstance(bot, dict):
             return None  # a bot that is down is the crash watch's business
         since = bot.get("api_failing_since")
-        if not isinstance(since, (int, float)):
-            if self._api_alerted_since is not None and bot.get("role") != "starting":  # not a bot restarted meanwhile
-                self.alerts.event("bot:api-back", f"the Bot API answers the bot again after "
-                                                  f"{now - self._api_alerted_since:.0f} s")
-                self._api_alerted_since = None
+        failing = isinstance(since, (int, float))
+        self._api_last_error = bot.get("api_error") or self._api_last_error
+        self._api_seen.append((now, failing))
+        while now - self._api_seen[0][0] > FLAKY_WINDOW_S:
+            self._api_seen.popleft()
+        if failing and now - since >= UNREADY_ALERT_S:
+            detail = f"the Bot API has failed for {now - since:.0f} s ({bot.get('api_error') or 'no answer'})"
+            if self._api_alerted_since is None:
+                self._api_alerted_since = since
+                log.warning("bot: %s; updates wait until it answers, nothing is restarted for it", detail)
+                self.alerts.event("bot:api-down", f"bot: {detail}. Updates wait until it answers; nothing is "
+                                                  "restarted for it")
+            return f"bot: {detail}"
+        if not failing and self._api_alerted_since is not None and bot.get("role") != "starting":
+            # (a bot restarted meanwhile is not an answer)
+            self.alerts.event("bot:api-back", f"the Bot API answers the bot again after "
+                                              f"{now - self._api_alerted_since:.0f} s")
+            self._api_alerted_since = None
+            self._api_seen.clear()  # that outage was told: not counted again as failing often
+        return None if self._api_alerted_since is not None else self._api_flaky(now)
+
+    def _api_flaky(self, now: float) -> str | None:
+        seen = self._api_seen
+        failed = sum(1 for _, failing in seen if failing)
+        share = failed / len(seen) if seen else 0.0
+        if self._api_flaky_told and share < FLAKY_OK:
+            self._api_flaky_told = False
+            log.info("bot: the Bot API answers the bot steadily again")
+            self.alerts.event("bot:api-steady", "the Bot API answers the bot steadily again")
+        if not seen or now - seen[0][0] < FLAKY_MIN_S or share < FLAKY_SHARE:
             return None
-        if now - since < UNREADY_ALERT_S:
-            return None
-        detail = f"the Bot API has failed for {now - since:.0f} s ({bot.get('api_error') or 'no answer'})"
-        if self._api_alerted_since is None:
-            self._api_alerted_since = since
-            log.warning("bot: %s; updates wait until it answers, nothing is restarted for it", detail)
-            self.alerts.event("bot:api-down", f"bot: {detail}. Updates wait until it answers; nothing is "
-                                              "restarted for it")
+        detail = (f"the Bot API failed at {failed} of the last {len(seen)} checks, {now - seen[0][0]:.0f} s "
+                  f"({self._api_last_error or 'no answer'})")
+        if not self._api_flaky_told:
+            self._api_flaky_told = True
+            log.warning("bot: %s; replies are tried again, nothing is restarted for it", detail)
+            self.alerts.event("bot:api-flaky", f"bot: {detail}. Replies are late and tried again; nothing is "
+                                               "restarted for it")
         return f"bot: {detail}"
 
     def _escalate_if_needed(self, name: str, w: Watched) -> None:

@@ -17,7 +17,8 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
                                                         "redelivery", "ok", "retry_after"}]
   POST /_emulator/bots/{id}/redeliver/{update_id}     one more POST of a delivered update -> its record
   POST /_emulator/bots/{id}/fail-next                 {"method", "error_code", "retry_after"?,
-                                                       "description"?, "parameters"?, "times"?}
+                                                       "description"?, "parameters"?, "times"?,
+                                                       "answer_every"? (of N calls the last answered)}
                                                       | {"method", "black_hole": true, "times"?}
                                                       | {"method", "clear": true} (disarm)
                                                       -> {"method", "armed"}

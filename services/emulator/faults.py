@@ -3,7 +3,8 @@ retry_after, say), so tests can prove a bot obeys flood control without waiting 
 
 The failure replaces the call entirely: nothing is sent or recorded, as when Telegram refuses.
 A "black hole" (`{"method", "black_hole": true}`) takes the call and never answers it (until the
-client gives up), for timeout tests.
+client gives up), for timeout tests. `"answer_every": N` makes it flaky: of every N calls the
+last is answered and the others fail (a flaky proxy), `times` rounds of N.
 """
 
 from __future__ import annotations
@@ -22,13 +23,17 @@ DEFAULT_DESCRIPTIONS = {
 }
 
 
+PASS = "pass"  # an armed slot that lets its call through ("answer_every")
+
+
 class Faults:
     def __init__(self) -> None:
-        self._armed: dict[str, list[ApiError | None]] = defaultdict(list)
+        self._armed: dict[str, list[ApiError | str | None]] = defaultdict(list)
         self.swallowed = 0
 
     def arm(self, spec: dict) -> int:
-        """`spec`: {"method", "error_code", "retry_after"?, "description"?, "parameters"?, "times"?}.
+        """`spec`: {"method", "error_code", "retry_after"?, "description"?, "parameters"?, "times"?,
+        "answer_every"?}.
         Returns how many failures are now armed for that method; {"method", "clear": true}
         disarms them all (a revoked token taken again)."""
         method = str(spec["method"]).lower()
@@ -49,7 +54,9 @@ class Faults:
         else:
             description = spec.get("description") or DEFAULT_DESCRIPTIONS.get(code, "Error")
             error = ApiError(code, str(description), parameters or None)
-        self._armed[method].extend([error] * max(1, int(spec.get("times", 1))))
+        every = max(1, int(spec.get("answer_every", 1)))
+        rounds = [error] * (every - 1) + [PASS] if every > 1 else [error]
+        self._armed[method].extend(rounds * max(1, int(spec.get("times", 1))))
         return len(self._armed[method])
 
     def check(self, method: str) -> bool:
@@ -58,6 +65,8 @@ class Faults:
         armed = self._armed.get(method.lower())
         if armed:
             error = armed.pop(0)
+            if error == PASS:
+                return False
             if error is None:
                 self.swallowed += 1
                 return True

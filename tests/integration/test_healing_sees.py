@@ -307,6 +307,52 @@ def test_bot_api_out_of_reach_mid_burst_is_told_and_loses_nothing(start_stack, e
     assert "Traceback" not in stack.logs()
 
 
+def test_a_flaky_bot_api_is_told_and_loses_nothing(start_stack, emulator):
+    """A flaky proxy in front of Telegram while users keep writing (webhook mode): two replies in
+    three fail with a 502 and every reply that goes through ends the bot's outage mark, so it
+    never fails 15 s in a row. The sidecar judges the share of failing checks over a minute:
+    degraded and told through the other channel, nothing restarted, every update answered
+    once, nothing parked; told again when it answers steadily."""
+    hook = f"ops{secrets.token_hex(3)}"
+    alias = f"hook{secrets.token_hex(3)}"
+    stack, token = alerting_stack(start_stack, aliases=(alias,), BOTSTACK_INBOX_MAX_ATTEMPTS="2",
+                                  TELEGRAM_WEBHOOK_URL=f"https://{alias}:8000/telegram/webhook",
+                                  BOTSTACK_ALERT_URLS=f"json://telegram:8081/_emulator/hooks/{hook}")
+    bot = token.split(":")[0]
+    before = settled(stack)
+    wait_until(lambda: emulator.call(token, "getWebhookInfo")["result"]["url"], 30, "the webhook set")
+    emulator.fail_next(bot, method="sendMessage", error_code=502, description="Bad Gateway", answer_every=3, times=400)
+    t0 = time.monotonic()
+    ids, verdict = [], ""
+    while time.monotonic() - t0 < 90 and "the Bot API failed at" not in verdict:  # one user writes every 0.5 s
+        ids.append(remember(emulator, bot, 700 + len(ids)))
+        verdict = stack.health()[1]
+        time.sleep(0.5)
+    degraded_s = time.monotonic() - t0
+    assert "bot: the Bot API failed at " in verdict and "(sendMessage: NetworkError: Bad Gateway)" in verdict, verdict
+    told = wait_until(lambda: [h["message"] for h in emulator.hooks(hook) if "the Bot API failed at" in h["message"]],
+                      30, "the admins told the Bot API fails often")
+    emulator.fail_next(bot, method="sendMessage", clear=True)
+    steady_at = time.monotonic()
+    counts = all_answered(emulator, bot, ids, 120)
+    wait_until(lambda: any("steadily again" in h["message"] for h in emulator.hooks(hook)), 90,
+               "the admins told it answers steadily again")
+    steady_s = time.monotonic() - steady_at
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 30, "healthy again")
+    inbox = stack.db(f"[(d['state'], d.get('attempts', 0), d.get('outages', 0)) for d in "
+                     f"db.inbox.find({{'_id': {{'$regex': '^{bot}:'}}}})]")
+    notes = stack.db("[len(d.get('notes', [])) for d in "
+                     f"db.user_contexts.find({{'_id': {{'$gte': 7500700, '$lt': {7500700 + len(ids)}}}}})]")
+    figure(f"flaky Bot API (webhook mode, 2 of 3 sendMessage 502): degraded after {degraded_s:.0f} s, told: "
+           f"{told[0]!r}; {len(ids)} updates all answered, {sum(n - 1 for n in counts.values())} twice, "
+           f"{sum(o for _, _, o in inbox)} replies tried again uncharged, "
+           f"{sum(1 for st, _, _ in inbox if st == 'failed')} parked; steady again told {steady_s:.0f} s after")
+    assert identities(stack.programs(), OTHERS) == identities(before, OTHERS), "a program was restarted"
+    assert all(state == "done" and attempts == 0 for state, attempts, _ in inbox), inbox
+    assert len(notes) == len(ids) and set(notes) == {1}
+    assert "Traceback" not in stack.logs()
+
+
 def test_a_leak_is_killed_not_the_database_and_loses_nothing(start_stack, emulator):
     """A handler that leaks (/hog keeps 40 MiB per update) in a container with a memory limit,
     while users keep writing: the kernel kills the bot, which asked to go first, not mongod,

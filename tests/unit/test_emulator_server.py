@@ -152,6 +152,15 @@ def test_fail_next_other_codes_and_repeats(client):
     assert client.post(f"/_emulator/bots/{BOT_ID}/fail-next", json={}).status_code == 400
 
 
+def test_fail_next_answer_every_makes_a_method_flaky(client):
+    client.post(f"/_emulator/bots/{BOT_ID}/fail-next",
+                json={"method": "getMe", "error_code": 502, "answer_every": 3, "times": 2})
+
+    codes = [client.get(f"/bot{TOKEN}/getMe").status_code for _ in range(7)]
+
+    assert codes == [502, 502, 200, 502, 502, 200, 200]
+
+
 # --- setWebhook / deleteWebhook / getWebhookInfo ------------------------------------------------
 
 

@@ -12,6 +12,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import threading
 import time
 import xmlrpc.client
@@ -586,6 +587,36 @@ def test_bot_api_out_of_reach_is_degraded_told_once_and_its_return_told(sup, mak
     assert wait_sent(sent, 2) == [
         f"botstack: bot: the Bot API has failed for 15 s ({error}). Updates wait until it answers; nothing is "
         "restarted for it", "botstack: the Bot API answers the bot again after 50 s"]
+    assert sup.actions() == []
+
+
+def test_a_bot_api_that_fails_often_but_never_long_is_degraded_and_told(sup, make, clock):
+    """A flaky proxy: two calls in three fail, and each call that works clears the bot's outage
+    mark, so it never fails 15 s in a row. The share of failing passes over a minute says it."""
+    clock.advance(60)
+    error = "sendMessage: NetworkError: Bad Gateway"
+    passes, flaky = [0], [True]
+
+    def bot_status() -> dict:
+        passes[0] += 1
+        failing = flaky[0] and passes[0] % 3 != 0
+        return {"role": "active", "api_failing_since": clock() - 1 if failing else None,
+                "api_error": error if failing else ""}
+
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), bot_status=bot_status)
+    assert run_for(sidecar, 20.0)["status"] == "healthy", "not judged on less than 30 s"
+    verdict = run_for(sidecar, 20.0)
+    assert verdict["status"] == "degraded"
+    [reason] = verdict["reasons"]
+    assert re.fullmatch(rf"bot: the Bot API failed at \d+ of the last \d+ checks, \d+ s \({error}\)", reason), reason
+    flaky[0] = False
+    assert run_for(sidecar, 30.0)["status"] == "healthy"
+    assert run_for(sidecar, 30.0)["status"] == "healthy"
+    told = wait_sent(sent, 2)
+    assert len(told) == 2 and told[0].startswith("botstack: bot: the Bot API failed at ") and \
+        told[0].endswith("Replies are late and tried again; nothing is restarted for it"), told
+    assert told[1] == "botstack: the Bot API answers the bot steadily again"
     assert sup.actions() == []
 
 
