@@ -101,7 +101,7 @@ def lanes(channels: Channels) -> list[NotifierProcess]:
     return telegram + [NotifierProcess(replace(channels, token=None, chat_ids=[], urls=[url])) for url in channels.urls]
 
 
-def to_telegram(channels: Channels, chat_id: int, text: str, sleep=time.sleep) -> list[str]:
+def to_telegram(channels: Channels, chat_id: int, text: str) -> list[str]:
     """sendMessage to one admin chat. A 429 waits its retry_after and a network error or a 5xx
     is tried again (up to TELEGRAM_ATTEMPTS, about 30 s); any other refusal (401: the token is
     revoked, 400: no such chat) is final at once. Returns a line naming the chat if not reached."""
@@ -123,7 +123,7 @@ def to_telegram(channels: Channels, chat_id: int, text: str, sleep=time.sleep) -
             retry_after = (body.get("parameters") or {}).get("retry_after")
             if (code is not None and code < 500 and code != 429) or attempt == TELEGRAM_ATTEMPTS:
                 return [f"telegram chat {chat_id}: {code or ''} {body.get('description')}".replace("  ", " ")]
-            sleep(float(retry_after) if retry_after else min(30.0, 2.0 ** attempt))
+            time.sleep(float(retry_after) if retry_after else min(30.0, 2.0 ** attempt))
     return []
 
 

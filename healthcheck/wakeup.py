@@ -22,17 +22,19 @@ import signal
 AFTER = 2  # passes: one that reaps, one that starts again
 
 
-class _Reader:
-    """The pipe's read end: drains the signal bytes and asks for the next passes at once."""
+class _End:
+    """One end of the pipe, an entry of supervisord's socket map: the read end drains the signal
+    bytes and asks for the next passes at once; the write end, always writable, has poll()
+    return at once while passes are owed."""
 
-    def __init__(self, fd: int, waker: Wakeup) -> None:
-        self.fd, self._waker = fd, waker
+    def __init__(self, fd: int, waker: Wakeup, reads: bool) -> None:
+        self.fd, self._waker, self._reads = fd, waker, reads
 
     def readable(self) -> bool:
-        return True
+        return self._reads
 
     def writable(self) -> bool:
-        return False
+        return not self._reads and self._waker.passes > 0
 
     def handle_read_event(self) -> None:
         try:
@@ -43,39 +45,17 @@ class _Reader:
         self._waker.passes = AFTER
 
     def handle_write_event(self) -> None:
-        pass
-
-    def handle_error(self) -> None:
-        pass  # nothing here can fail in a way supervisord should hear of
-
-
-class _Writer:
-    """The pipe's write end, always writable: returns poll() at once while passes are owed."""
-
-    def __init__(self, fd: int, waker: Wakeup) -> None:
-        self.fd, self._waker = fd, waker
-
-    def readable(self) -> bool:
-        return False
-
-    def writable(self) -> bool:
-        return self._waker.passes > 0
-
-    def handle_read_event(self) -> None:
-        pass
-
-    def handle_write_event(self) -> None:
         self._waker.passes -= 1
 
     def handle_error(self) -> None:
-        pass
+        pass  # nothing here can fail in a way supervisord should hear of
 
 
 class Wakeup:
     def __init__(self) -> None:
         self.passes = AFTER  # supervisord starts its programs on its second pass: not a second late either
         read_fd, write_fd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-        self.entries = {read_fd: _Reader(read_fd, self), write_fd: _Writer(write_fd, self)}
+        self.entries = {read_fd: _End(read_fd, self, reads=True), write_fd: _End(write_fd, self, reads=False)}
         signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
 
     def install(self, socket_map: dict) -> None:

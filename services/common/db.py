@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import BulkWriteError, ConnectionFailure, ServerSelectionTimeoutError
+from pymongo.errors import BulkWriteError, ConnectionFailure
 
 from services.common.settings import Settings
 
@@ -86,6 +86,6 @@ def why(exc: BaseException, limit: int = 200) -> str:
 def unavailable(exc: BaseException, what: str = "the write") -> str:
     """A driver error in words for an API client: out of reach or refusing, without the server's
     names and addresses (why() gives those to the log)."""
-    if isinstance(exc, (ConnectionFailure, ServerSelectionTimeoutError)):
+    if isinstance(exc, ConnectionFailure):  # ServerSelectionTimeoutError and AutoReconnect too
         return "the database is out of reach"
     return f"the database refused {what}"
