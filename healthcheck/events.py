@@ -25,7 +25,7 @@ from healthcheck.child import run_child
 log = logging.getLogger("botstack.healthcheck")
 
 COLLECTION = "health_events"
-CAUSES = ("crash", "hang", "fatal")
+CAUSES = ("crash", "hang", "fatal", "memory")
 RETRY_S = 5.0  # after a failed write; doubled after each further failure, up to RETRY_MAX_S
 RETRY_MAX_S = 60.0
 WRITER_TIMEOUT_S = 30.0
@@ -35,7 +35,7 @@ WRITER_TIMEOUT_S = 30.0
 class Event:
     time: float
     program: str
-    cause: str  # a restart: crash | hang | fatal; otherwise: cycle | escalation | watchdog
+    cause: str  # a restart: crash | hang | fatal | memory; otherwise: cycle | escalation | watchdog
     reason: str
     old_pid: int
     new_pid: int | None = None

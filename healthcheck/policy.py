@@ -26,6 +26,8 @@ class HealPolicy:
     failure_window_s: float = 900.0
     cycle_max_restarts: int = 3  # more restarts than this within cycle_window_s: a crash cycle
     cycle_window_s: float = 3600.0
+    # (program, MiB): resident memory above which a program is stopped and started again, gracefully
+    memory_ceilings: tuple[tuple[str, int], ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "HealPolicy":
@@ -39,6 +41,7 @@ class HealPolicy:
             failure_window_s=settings.heal_failure_window_s,
             cycle_max_restarts=settings.heal_cycle_max_restarts,
             cycle_window_s=settings.heal_cycle_window_s,
+            memory_ceilings=tuple(settings.memory_ceilings.items()),
         )
 
 

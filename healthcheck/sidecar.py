@@ -9,6 +9,10 @@ What it does, and what it never does:
   after a short grace; supervisord's autorestart starts it again;
 - a program that reached FATAL is started again with exponential backoff;
 - a program that exits is restarted by supervisord itself; the sidecar only records it;
+- a program above its memory ceiling (BOTSTACK_MEMORY_CEILING_MB) for two passes in a row is
+  stopped through supervisord (SIGTERM, its stop budget, then SIGKILL) and started again: a
+  leak ends in a graceful restart, replies finished and updates handed back, rather than in
+  the kernel's OOM kill, a SIGKILL mid-reply;
 - a program restarted more than `cycle_max_restarts` times within `cycle_window_s` (crashes
   and hang heals alike) is in a crash cycle: unhealthy, however long each run lived, and the
   escalation policy applies as for FATAL;
@@ -58,6 +62,9 @@ FLAKY_WINDOW_S = 60.0
 FLAKY_MIN_S = 30.0
 FLAKY_SHARE = 0.5
 FLAKY_OK = 0.1
+# Passes in a row above its memory ceiling before a program is restarted for it: one reading is
+# a request's passing peak as often as a leak.
+CEILING_PASSES = 2
 
 
 @dataclass
@@ -76,6 +83,8 @@ class Watched:
     healing: bool = False
     cycling: bool = False
     last_exit: str = ""
+    over_ceiling: int = 0  # passes in a row above its memory ceiling
+    ceiling_stop: str = ""  # why the sidecar is stopping it, to start it again once STOPPED
 
 
 @dataclass
@@ -98,6 +107,7 @@ class Sidecar:
     tick_s: float = 1.0  # probes run once a second anyway; a faster loop only re-reads supervisord
     heartbeat: Path | None = None  # touched every pass and while waiting: the watchdog reads it
     oom_kills: Callable[[], int | None] = oom.oom_kills  # the container's count of kernel OOM kills
+    resident_mib: Callable[[int], float | None] = oom.resident_mib
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     watched: dict[str, Watched] = field(default_factory=dict)
@@ -115,6 +125,7 @@ class Sidecar:
     _api_last_error: str = ""
     _oom_count: int | None = None
     _oom_at: float | None = None  # when the count last grew
+    _restarting: set[str] | None = None  # stopped above their memory ceiling, to start again
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
     # a client library does internally (pymongo retries server selection, for one).
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "probe"))
@@ -148,9 +159,15 @@ class Sidecar:
             state = info["statename"]
             if name in self.config_problems and state != "RUNNING":
                 unhealthy.append(f"{name}: configuration error: {self.config_problems[name]}")
+            elif name in self._stopped_to_restart() and state in ("STOPPING", "STOPPED"):
+                degraded.append(self._restart_after_ceiling(name, info, w, now, acting))
             elif state == "RUNNING":
                 w.retry_at = None
                 w.backoff.note_up_since(info["start"], now)
+                if self._above_ceiling(name, info, w) and acting:
+                    self._stop_for_memory(name, info, w, now)
+                    degraded.append(f"{name}: restarting ({w.ceiling_stop})")
+                    continue
                 probe = probes.get(name)
                 if probe and self._probe(probe, info, w, now) and acting:
                     self._heal_hang(name, info, w, probe)
@@ -278,6 +295,68 @@ class Sidecar:
         self.alerts.event(f"{name}:restart", f"{name} was hung ({reason}) and was restarted "
                                              f"(pid {old_pid} -> {new_pid})")
         self._escalate_if_needed(name, w)
+
+    def _above_ceiling(self, name: str, info: dict, w: Watched) -> bool:
+        ceiling = dict(self.policy.memory_ceilings).get(name)
+        rss = self.resident_mib(info["pid"]) if ceiling and info.get("pid") else None
+        w.over_ceiling = w.over_ceiling + 1 if rss is not None and rss > ceiling else 0
+        if w.over_ceiling >= CEILING_PASSES:
+            w.ceiling_stop = f"above its memory ceiling: {rss:.0f} MiB resident, ceiling {ceiling} MiB"
+            return True
+        return False
+
+    def _stop_for_memory(self, name: str, info: dict, w: Watched, now: float) -> None:
+        """Stop it the way `docker stop` would (its stop signal, its stop budget, then SIGKILL,
+        all supervisord's), and start it again once STOPPED. Marked in the run folder first: a
+        sidecar replaced meanwhile starts it again all the same."""
+        log.warning("%s (pid %s) is %s; restarting it gracefully", name, info["pid"], w.ceiling_stop)
+        self._mark_stopped_to_restart(name, True)
+        try:
+            self.rpc.supervisor.stopProcess(name, False)
+        except (OSError, xmlrpc.client.Error) as exc:
+            log.error("could not stop %s: %s", name, exc)
+            self._mark_stopped_to_restart(name, False)
+            return
+        w.over_ceiling, w.last_exit = 0, w.ceiling_stop
+        self.events.record(Event(now, name, "memory", f"{w.ceiling_stop}; stopped gracefully to start again",
+                                 info["pid"], None))
+        self.alerts.event(f"{name}:restart", f"{name} was {w.ceiling_stop}: stopped gracefully and started "
+                                             f"again (pid {info['pid']})")
+        self._escalate_if_needed(name, w)
+
+    def _restart_after_ceiling(self, name: str, info: dict, w: Watched, now: float, acting: bool) -> str:
+        why = w.ceiling_stop or "above its memory ceiling"
+        if info["statename"] == "STOPPED" and acting:
+            log.warning("starting %s again (it was %s)", name, why)
+            try:
+                self.rpc.supervisor.startProcess(name, False)
+            except (OSError, xmlrpc.client.Error) as exc:
+                log.error("could not start %s: %s", name, exc)
+                return f"{name}: stopped to restart ({why}); starting it failed: {exc}"
+            self._mark_stopped_to_restart(name, False)
+            w.healing, w.ceiling_stop = True, ""  # the new pid is this restart, not a crash
+        return f"{name}: restarting ({why})"
+
+    def _restarts_path(self) -> Path:
+        return self.verdict_path.with_name("restarting.json")
+
+    def _stopped_to_restart(self) -> set[str]:
+        if self._restarting is None:  # a predecessor's, read once
+            try:
+                self._restarting = set(json.loads(self._restarts_path().read_text()))
+            except (OSError, ValueError):
+                self._restarting = set()
+        return self._restarting
+
+    def _mark_stopped_to_restart(self, name: str, stopping: bool) -> None:
+        names = self._stopped_to_restart()
+        names.add(name) if stopping else names.discard(name)
+        tmp = self._restarts_path().with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(sorted(names)))
+            os.replace(tmp, self._restarts_path())
+        except OSError as exc:  # this sidecar still starts it; only a successor would not know
+            log.warning("%s not written: %s", self._restarts_path(), exc)
 
     def _signal(self, name: str, sig: str) -> None:
         try:

@@ -64,7 +64,8 @@ def status(args) -> int:
         table.append({"name": p.name, "state": p.state, "pid": p.pid, "since": since, "restarts": restarts,
                       "rss_mib": round(rss, 1) if rss is not None else None})
         lines.append(f"{p.name:<12} {p.state:<9} pid {p.pid or '-':<6} since {since}  restarts "
-                     f"crash {restarts.get('crash', 0)} hang {restarts.get('hang', 0)} fatal {restarts.get('fatal', 0)}"
+                     f"crash {restarts.get('crash', 0)} hang {restarts.get('hang', 0)} fatal {restarts.get('fatal', 0)} "
+                     f"memory {restarts.get('memory', 0)}"
                      f"  {f'{rss:.0f} MiB' if rss is not None else '-'}")
     memory = {"rss_mib": round(sum(r["rss_mib"] or 0 for r in table), 1), "limit_mib": oom.limit_mib(),
               "oom_kills": oom.oom_kills()}

@@ -82,6 +82,8 @@ class Settings(BaseSettings):
     alert_group_s: float = Field(300.0, ge=1, le=86400)
     alert_urls: SecretStr | None = Field(None, validation_alias="BOTSTACK_ALERT_URLS",
                                          description="apprise URLs: alert channels that do not need the bot's token")
+    memory_ceiling_csv: str = Field("", validation_alias="BOTSTACK_MEMORY_CEILING_MB",
+                                    description="restart a program gracefully above this resident memory")
 
     admin_token: SecretStr | None = None
 
@@ -190,6 +192,12 @@ class Settings(BaseSettings):
             raise ValueError("must be 1-256 characters of A-Z, a-z, 0-9, _ and -")
         return value
 
+    @field_validator("memory_ceiling_csv")
+    @classmethod
+    def _memory_ceiling(cls, value: str) -> str:
+        parse_memory_ceilings(value)
+        return value
+
     @field_validator("telegram_api_base_url")
     @classmethod
     def _base_url(cls, value: str) -> str:
@@ -233,6 +241,12 @@ class Settings(BaseSettings):
         return [int(c) for c in self.alert_chat_ids_csv.replace(" ", "").split(",") if c.strip("-")]
 
     @property
+    def memory_ceilings(self) -> dict[str, int]:
+        """Resident memory (MiB) above which the sidecar restarts a program gracefully
+        (BOTSTACK_MEMORY_CEILING_MB: `300` for each of api, web and bot, or `bot=300,api=200`)."""
+        return parse_memory_ceilings(self.memory_ceiling_csv)
+
+    @property
     def extensions(self) -> list[str]:
         """Your modules (BOTSTACK_EXTENSIONS, comma-separated): services/common/extensions.py."""
         return [name.strip() for name in self.extensions_csv.split(",") if name.strip()]
@@ -251,6 +265,26 @@ class Settings(BaseSettings):
         return self.telegram_bot_token.get_secret_value().split(":", 1)[0]
 
 
+CEILING_PROGRAMS = ("api", "web", "bot")  # mongod's memory is its cache: sized by its own settings
+CEILING_MIB = (64, 1 << 20)
+
+
+def parse_memory_ceilings(value: str) -> dict[str, int]:
+    """`300` (each of api, web, bot) or `bot=300, api=200` -> {program: MiB}; ValueError says what to fix."""
+    ceilings: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        name, _, mib = item.rpartition("=")
+        names = [name.strip()] if name else list(CEILING_PROGRAMS)
+        if any(n not in CEILING_PROGRAMS for n in names):
+            raise ValueError(f"{name.strip()!r} is not a program a ceiling applies to ({', '.join(CEILING_PROGRAMS)}; "
+                             "mongod's memory is its cache, sized by its own settings)")
+        if not mib.strip().isdigit() or not CEILING_MIB[0] <= int(mib) <= CEILING_MIB[1]:
+            raise ValueError(f"{item!r}: give whole megabytes from {CEILING_MIB[0]}, for all programs (300) "
+                             "or per program (bot=300,api=200)")
+        ceilings.update(dict.fromkeys(names, int(mib)))
+    return ceilings
+
+
 # Settings one program alone uses. A bad value stops that program (exit 78) and no other: the
 # rest run with the default and report the error. Everything else is shared and stops all.
 _BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret", "lease_ttl_s", "poll_timeout_s",
@@ -259,7 +293,7 @@ _BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret",
         "rate_max_retries")
 _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s", "heal_hang_term_grace_s",
                 "heal_escalation", "heal_max_failures", "heal_failure_window_s", "heal_cycle_max_restarts",
-                "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s", "alert_urls")
+                "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s", "alert_urls", "memory_ceiling_csv")
 OWNERS: dict[str, str] = {
     **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
     "api_port": "api", "api_max_body_bytes": "api",

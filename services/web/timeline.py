@@ -15,7 +15,7 @@ from html import escape
 
 RANGES = {"24h": timedelta(hours=24), "7d": timedelta(days=7)}
 LANES = ("mongodb", "api", "web", "bot", "healthcheck", "operations")
-COLOURS = {"crash": "#cf222e", "hang": "#bc4c00", "fatal": "#82071e", "cycle": "#8250df",
+COLOURS = {"crash": "#cf222e", "hang": "#bc4c00", "fatal": "#82071e", "memory": "#9a6700", "cycle": "#8250df",
            "watchdog": "#0969da", "escalation": "#000000", "action": "#57606a", "deploy": "#1a7f37"}
 WIDTH, LANE_H, LEFT, TOP = 900, 28, 110, 24
 

@@ -399,6 +399,50 @@ def test_a_leak_is_killed_not_the_database_and_loses_nothing(start_stack, emulat
     assert "Traceback" not in stack.logs()
 
 
+def test_a_slow_leak_is_restarted_gracefully_below_its_ceiling_and_nothing_is_sent_twice(start_stack, emulator):
+    """The same leak, growing as leaks do (30 MiB every 4 s among users writing), with
+    BOTSTACK_MEMORY_CEILING_MB=bot=160 in a 512 MiB container: the sidecar has supervisord stop
+    the bot (SIGTERM, its stop budget) before the kernel would kill it, and starts it again.
+    Unlike the kernel's SIGKILL, no reply is sent twice; no OOM kill at all."""
+    hook = f"ops{secrets.token_hex(3)}"
+    stack, token = alerting_stack(start_stack, mem_limit="512m", BOTSTACK_EXTENSIONS="botstack_testkit",
+                                  BOTSTACK_MEMORY_CEILING_MB="bot=160",
+                                  BOTSTACK_ALERT_URLS=f"json://telegram:8081/_emulator/hooks/{hook}")
+    bot = token.split(":")[0]
+    before = settled(stack)
+    ids, hogs = [], []
+    t0 = time.monotonic()
+    for i in range(40):
+        ids.append(remember(emulator, bot, 700 + i))
+        if i % 4 == 3:
+            hogs.append(emulator.inject(bot, "/hog 30", user={"id": 7_700_000 + i, "first_name": f"H{i}"}))
+        time.sleep(1.0)
+    counts = all_answered(emulator, bot, ids + hogs, 120)
+    answered_s = time.monotonic() - t0
+    told = wait_until(lambda: [h["message"] for h in emulator.hooks(hook) if "memory ceiling" in h["message"]], 30,
+                      "the admins told the bot was restarted for its memory ceiling")
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 60, "a healthy verdict: the last bot below its ceiling")
+    after = stack.programs()
+    notes = stack.db("[len(d.get('notes', [])) for d in "
+                     "db.user_contexts.find({'_id': {'$gte': 7500700, '$lt': 7500740}})]")
+    parked = stack.db(f"db.inbox.count_documents({{'bot': '{bot}', 'state': 'failed'}})")
+    code, status = stack.exec(["botstack", "status"])
+    restarts = stack.logs().count("restarting it gracefully")
+    figure(f"slow leak (10 x /hog 30 MiB, one every 4 s, among 40 /remember; ceiling bot=160 MiB, container 512 "
+           f"MiB): {restarts} graceful restart(s), 0 OOM kills; all {len(ids) + len(hogs)} answered "
+           f"{answered_s:.0f} s after the first, {sum(n - 1 for n in counts.values())} twice, {parked} parked; "
+           f"told: {told[0]!r}")
+    assert after["bot"]["pid"] != before["bot"]["pid"], "the leak never reached the ceiling: nothing proven"
+    assert restarts >= 1 and "bot was above its memory ceiling" in told[0], told
+    assert identities(after, ("mongodb", "api", "web", "healthcheck")) == identities(
+        before, ("mongodb", "api", "web", "healthcheck")), "another program was restarted"
+    assert "killed by the kernel" not in status and "killed by the kernel" not in stack.logs(), status
+    assert re.search(r"bot +RUNNING .* memory [1-9]", status), status
+    assert set(counts.values()) == {1}, f"sent twice: {[u for u, n in counts.items() if n > 1]}"
+    assert len(notes) == 40 and set(notes) == {1} and parked == 0
+    assert "Traceback" not in stack.logs()
+
+
 def test_bad_port_names_the_variable_set(start_stack):
     stack = start_stack(PORT="abc")
     wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")

@@ -61,6 +61,7 @@ class Program:
     stop: int = 0
     description: str = ""
     exit_at: float | None = None  # a TERM being honoured: the process exits at this time
+    stopped_at: float | None = None  # a stopProcess being honoured: STOPPED at this time
     restart_in: int | None = None  # RPC calls during which it still shows EXITED before autorestart
 
 
@@ -74,6 +75,8 @@ class FakeSupervisord:
       land in between;
     - signalProcess(name, "TERM") follows `on_term[name]`: "exit" (default), "ignore" (a hung
       process) or a number of seconds after which the process exits;
+    - stopProcess(name, wait) makes it STOPPING for `stop_takes[name]` seconds (default 0),
+      then STOPPED, as supervisord's stop does (its stop signal, its stopwaitsecs);
     - startProcess on a program that is not running makes it RUNNING, or FATAL again when
       `start_outcomes[name]` says so (one entry per attempt, the last repeats);
     - in SHUTDOWN/RESTARTING every call faults with SHUTDOWN_STATE, as supervisord 4 does
@@ -90,6 +93,7 @@ class FakeSupervisord:
         self.broken: dict[str, Exception] = {}
         self.reap_window = 0
         self.on_term: dict[str, object] = {}
+        self.stop_takes: dict[str, float] = {}
         self.start_outcomes: dict[str, list[str]] = {}
         self.calls: list[Call] = []
         self._pids = itertools.count(4000)
@@ -121,6 +125,14 @@ class FakeSupervisord:
                 self._exit(p)
             elif behaviour != "ignore":
                 p.exit_at = self.clock() + float(behaviour)
+        return True
+
+    def stopProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
+        p = self._program(self._call("stopProcess", name, wait))
+        if p.statename not in SIGNALLABLE_STATES:
+            raise xmlrpc.client.Fault(NOT_RUNNING, f"NOT_RUNNING: {name}")
+        p.statename, p.stopped_at = "STOPPING", self.clock() + self.stop_takes.get(name, 0.0)
+        self._transition()
         return True
 
     def startProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
@@ -184,7 +196,9 @@ class FakeSupervisord:
 
     def _transition(self) -> None:
         for p in self.programs.values():
-            if p.exit_at is not None and self.clock() >= p.exit_at:
+            if p.stopped_at is not None and self.clock() >= p.stopped_at:
+                p.statename, p.pid, p.stop, p.stopped_at, p.description = "STOPPED", 0, int(self.clock()), None, "Stopped"
+            elif p.exit_at is not None and self.clock() >= p.exit_at:
                 self._exit(p)
             elif p.restart_in is not None:
                 if p.restart_in == 0:
@@ -275,7 +289,8 @@ def make(sup, clock, tmp_path):
     """A Sidecar wired to the fake supervisord, the fake clock and a sleep that advances it."""
 
     def build(probes=(), readiness=None, events=None, tick_s=0.5, alerts=None, **options) -> Sidecar:
-        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat", "bot_status", "oom_kills")
+        extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat", "bot_status", "oom_kills",
+                                            "resident_mib")
                  if k in options}
         return Sidecar(
             SimpleNamespace(supervisor=sup), list(probes), tmp_path / "health.json",
@@ -754,7 +769,7 @@ def test_pid_change_the_sidecar_did_not_cause_is_recorded_as_crash_and_nothing_i
     assert [(e.program, e.cause, e.old_pid, e.new_pid) for e in sidecar.events.pending] == [
         ("web", "crash", old_pid, sup.pid("web"))]
     assert sup.actions() == []
-    assert verdict["programs"]["web"]["restarts"] == {"crash": 1, "hang": 0, "fatal": 0}
+    assert verdict["programs"]["web"]["restarts"] == {"crash": 1, "hang": 0, "fatal": 0, "memory": 0}
 
 
 def test_a_program_the_kernel_killed_for_memory_is_said_so(sup, make, clock, monkeypatch):
@@ -778,6 +793,85 @@ def test_a_program_the_kernel_killed_for_memory_is_said_so(sup, make, clock, mon
         ("web", "exited unexpectedly (a signal, or a crash); supervisord restarted it")]
     assert any("bot died (killed by the kernel: out of memory (the container's limit is 450 MiB))" in t
                for t in wait_sent(sent, 2))
+
+
+# --- a memory ceiling: a graceful restart before the kernel's OOM kill -----------------------------
+
+def leaking(sup, program: str, mib: list[float]):
+    """resident_mib for the sidecar: `program`'s current pid holds mib[0], every other 100 MiB."""
+    return lambda pid: mib[0] if pid == sup.pid(program) else 100.0
+
+
+def test_a_program_above_its_memory_ceiling_is_stopped_gracefully_and_started_again(sup, make, clock):
+    """Two passes above the ceiling: supervisord stops it (its stop signal and budget: replies
+    finished, updates handed back) and the sidecar starts it once STOPPED. One restart for
+    memory, no crash, the admins told; the other programs untouched."""
+    clock.advance(60)
+    sent, mib = Sent(), [120.0]
+    sup.stop_takes["bot"] = 3.0
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock),
+                   memory_ceilings=(("bot", 300), ("api", 300)), resident_mib=leaking(sup, "bot", mib))
+    old_pid = sup.pid("bot")
+    sidecar.tick()
+    mib[0] = 350.0
+    sidecar.tick()
+    assert sup.actions() == [], "one reading above the ceiling is not yet a leak"
+    clock.advance(1.0)
+    verdict = sidecar.tick()
+    assert sup.actions() == [("stopProcess", "bot")]
+    assert verdict["status"] == "degraded" and verdict["reasons"] == [
+        "bot: restarting (above its memory ceiling: 350 MiB resident, ceiling 300 MiB)"]
+    clock.advance(1.0)
+    assert sidecar.tick()["status"] == "degraded"
+    assert sup.programs["bot"].statename == "STOPPING" and sup.actions() == [("stopProcess", "bot")]
+    clock.advance(2.5)
+    sidecar.tick()
+    assert sup.actions() == [("stopProcess", "bot"), ("startProcess", "bot")]
+    mib[0] = 120.0
+    verdict = run_for(sidecar, 5.0)
+    assert verdict["status"] == "healthy", verdict
+    assert sup.pid("bot") != old_pid and sup.named() == {"bot"}
+    assert [(e.program, e.cause, e.reason, e.old_pid) for e in sidecar.events.pending] == [
+        ("bot", "memory", "above its memory ceiling: 350 MiB resident, ceiling 300 MiB; stopped gracefully to "
+                          "start again", old_pid)]
+    assert verdict["programs"]["bot"]["restarts"] == {"crash": 0, "hang": 0, "fatal": 0, "memory": 1}
+    assert any("bot was above its memory ceiling: 350 MiB resident, ceiling 300 MiB: stopped gracefully" in t
+               for t in wait_sent(sent, 1))
+
+
+def test_a_passing_peak_above_the_ceiling_or_no_ceiling_restarts_nothing(sup, make, clock):
+    clock.advance(60)
+    mib = [500.0]
+    sidecar = make(healthy_probes(), memory_ceilings=(("api", 300),), resident_mib=leaking(sup, "bot", mib))
+    run_for(sidecar, 5.0)  # the bot has no ceiling
+    flip = itertools.cycle([500.0, 100.0])
+    sidecar.resident_mib = lambda pid: next(flip) if pid == sup.pid("api") else 100.0
+    verdict = run_for(sidecar, 10.0)
+    assert sup.actions() == [] and verdict["status"] == "healthy"
+
+
+def test_a_sidecar_replaced_mid_restart_starts_the_program_again(sup, make, clock):
+    """Stopped above its ceiling, then the sidecar is killed before the program is STOPPED:
+    its successor finds the mark in the run folder and starts the program again."""
+    clock.advance(60)
+    sup.stop_takes["web"] = 10.0
+    first = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=leaking(sup, "web", [400.0]))
+    run_for(first, 2.0)
+    assert sup.actions() == [("stopProcess", "web")]
+    clock.advance(15.0)  # the first sidecar is gone; supervisord finished the stop
+    second = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=lambda pid: 100.0)
+    verdict = run_for(second, 5.0)
+    assert sup.actions() == [("stopProcess", "web"), ("startProcess", "web")]
+    assert sup.programs["web"].statename == "RUNNING" and verdict["status"] == "healthy", verdict
+    assert json.loads((second.verdict_path.with_name("restarting.json")).read_text()) == []
+
+
+def test_an_operator_stop_is_not_undone(sup, make, clock):
+    clock.advance(60)
+    sidecar = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=lambda pid: 100.0)
+    sup.operator_stop("web")
+    verdict = run_for(sidecar, 5.0)
+    assert sup.actions() == [] and verdict["reasons"] == ["web: stopped by an operator"]
 
 
 def test_first_sight_of_a_program_is_not_a_crash(sup, make, clock):

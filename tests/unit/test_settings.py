@@ -57,6 +57,8 @@ def test_development_allows_reload_and_debug(monkeypatch):
         ("BOTSTACK_API_MAX_BODY_BYTES", "12"),
         ("BOTSTACK_API_PORT", "abc"),
         ("BOTSTACK_ENV", "prod"),
+        ("BOTSTACK_MEMORY_CEILING_MB", "mongodb=300"),
+        ("BOTSTACK_MEMORY_CEILING_MB", "bot=300MB"),
     ],
 )
 def test_bad_value_raises_config_error_naming_its_variable(monkeypatch, variable, value):
@@ -67,6 +69,22 @@ def test_bad_value_raises_config_error_naming_its_variable(monkeypatch, variable
 
     assert caught.value.variable == variable
     assert caught.value.message  # says what is wrong, not just where
+
+
+def test_a_memory_ceiling_is_one_for_each_program_or_one_per_program(monkeypatch):
+    monkeypatch.setenv("BOTSTACK_MEMORY_CEILING_MB", "250, bot=400")
+
+    assert load_settings().memory_ceilings == {"api": 250, "web": 250, "bot": 400}
+
+
+def test_a_bad_memory_ceiling_stops_only_the_sidecar_and_says_what_to_write(monkeypatch):
+    monkeypatch.setenv("BOTSTACK_MEMORY_CEILING_MB", "bot=lots")
+
+    assert load_settings("bot").memory_ceilings == {}
+    with pytest.raises(ConfigError) as caught:
+        load_settings("healthcheck")
+    assert str(caught.value) == ("BOTSTACK_MEMORY_CEILING_MB: 'bot=lots': give whole megabytes from 64, for all "
+                                 "programs (300) or per program (bot=300,api=200)")
 
 
 def test_valid_token_is_accepted_and_only_its_public_id_is_exposed(monkeypatch):
