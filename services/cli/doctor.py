@@ -4,7 +4,8 @@ says what to do; the exit status is non-zero if any check fails.
 Checks what actually goes wrong: settings (the .env.example placeholder included), the token
 as Telegram sees it (getMe), the webhook as Telegram delivers it (getWebhookInfo: its URL, its
 recent errors), the database (reachable, writable, migrations applied, its clock against ours:
-the polling lease depends on it), every program RUNNING, and free space on the filesystems
+the polling lease depends on it), memory ceilings the container's limit leaves room for, every
+program RUNNING, and free space on the filesystems
 that really hold the data and the backups.
 """
 
@@ -22,6 +23,7 @@ from typing import Callable
 import httpx
 from pymongo import WriteConcern
 
+from services.common import oom
 from services.common.db import make_sync_client
 from services.common.local_mongod import runs_local_mongod
 from services.common.logs import redact
@@ -146,6 +148,23 @@ def check_alerts(settings: Settings) -> Check:
                                  "`botstack alert` sends a test")
 
 
+def check_memory(settings: Settings, limit_mib: int | None) -> Check:
+    """A memory ceiling at or above the container's limit can never act: the kernel's OOM kill
+    (a SIGKILL, replies in flight sent twice) comes first."""
+    ceilings = settings.memory_ceilings
+    shown = ", ".join(f"{name} {mib} MiB" for name, mib in ceilings.items())
+    limit = f"the container's limit is {limit_mib} MiB" if limit_mib else "no memory limit on the container"
+    too_high = [name for name, mib in ceilings.items() if limit_mib and mib >= limit_mib]
+    if too_high:
+        return Check("memory", False, f"ceilings {shown}; {limit}",
+                     f"set BOTSTACK_MEMORY_CEILING_MB for {', '.join(too_high)} well below {limit_mib} "
+                     "(leave the other programs and mongod their room)")
+    if not ceilings:
+        return Check("memory", True, f"{limit}; no ceilings (a leak ends in the kernel's OOM kill: see "
+                                     "BOTSTACK_MEMORY_CEILING_MB)" if limit_mib else limit)
+    return Check("memory", True, f"ceilings {shown}; {limit}")
+
+
 def check_programs(settings: Settings) -> Check:
     from services.common.supervisor import programs, rpc
 
@@ -245,6 +264,7 @@ def run(args=None, out: Callable[[str], None] = print) -> int:
             checks += guarded("migrations", lambda: check_schema(settings))
             checks += guarded("clock", lambda: check_clock(settings))
         checks += guarded("alerts", lambda: check_alerts(settings))
+        checks.append(check_memory(settings, oom.limit_mib()))
         if Path(settings.supervisor_socket).exists():
             checks.append(check_programs(settings))
         data = data_dir()
