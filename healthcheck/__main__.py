@@ -39,6 +39,10 @@ def status(directory: str) -> int:
     return 0 if verdict["status"] in ("healthy", "degraded") and not starting else 1
 
 
+# At a stop, what is still to be told gets this long to leave (within the sidecar's stopwaitsecs, 5 s).
+STOP_DRAIN_S = 3.0
+
+
 def run() -> int:
     """The sidecar. It never loads the settings or PyMongo itself (healthcheck/plan.py,
     healthcheck/events.py say why): what it needs comes from a child process."""
@@ -88,6 +92,7 @@ def run() -> int:
         heartbeat=heartbeat_path(plan.run_dir),
     )
     sidecar.runforever(lambda: stopping)
+    alerts.close(timeout_s=STOP_DRAIN_S)
     return 0
 
 

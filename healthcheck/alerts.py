@@ -99,6 +99,14 @@ class Alerts:
                 lane.thread = threading.Thread(target=self._sender, args=(lane,), name="alerts", daemon=True)
                 lane.thread.start()
 
+    def close(self, timeout_s: float) -> None:
+        """At the sidecar's stop: the events counted into a group are told now (their summary
+        would never come otherwise), and what is queued gets `timeout_s` to leave."""
+        for key in list(self._groups):
+            self._flush(key)
+        self._groups.clear()
+        self.drain(timeout_s)
+
     def drain(self, timeout_s: float) -> None:
         """Give queued alerts a moment to leave (before the sidecar stops the container)."""
         deadline = time.monotonic() + timeout_s

@@ -1313,6 +1313,21 @@ def test_twenty_crashes_in_a_minute_are_at_most_three_alerts(sup, make, clock):
     assert summary.startswith("botstack: 19 more of the same in the last 5 min")
 
 
+def test_at_the_sidecars_stop_the_counted_events_are_told_not_dropped(sup, make, clock):
+    clock.advance(60)
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar.tick()
+    for _ in range(3):
+        clock.advance(3)
+        sup.crash("bot")
+        sidecar.tick()
+    first = wait_sent(sent, 1)
+    sidecar.alerts.close(timeout_s=5)
+    assert len(first) == 1 and len(sent) == 2, list(sent)
+    assert sent[-1].startswith("botstack: 2 more of the same in the last 5 min; the last one: bot died")
+
+
 def test_alerts_never_carry_a_token():
     sent = Sent()
     alerts = Alerts(sent, secrets=("hunter2-password",))
