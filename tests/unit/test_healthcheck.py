@@ -1295,15 +1295,21 @@ def test_a_crash_cycle_ends_when_the_window_has_passed_and_recovery_is_announced
     assert any("healthy again" in t for t in wait_sent(sent, 3))
 
 
-def test_twenty_crashes_in_a_minute_are_at_most_three_alerts(sup, make, clock):
+def crashing_bot(sup, make, clock, crashes: int) -> tuple[Sidecar, Sent]:
+    """A sidecar with alerts grouped over 5 min, which has seen the bot crash every 3 s."""
     clock.advance(60)
     sent = Sent()
     sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
     sidecar.tick()
-    for _ in range(20):
+    for _ in range(crashes):
         clock.advance(3)
         sup.crash("bot")
         sidecar.tick()
+    return sidecar, sent
+
+
+def test_twenty_crashes_in_a_minute_are_at_most_three_alerts(sup, make, clock):
+    sidecar, sent = crashing_bot(sup, make, clock, 20)
     time.sleep(0.2)
     texts = list(sent)
     assert 1 <= len(texts) <= 3, texts
@@ -1314,14 +1320,7 @@ def test_twenty_crashes_in_a_minute_are_at_most_three_alerts(sup, make, clock):
 
 
 def test_at_the_sidecars_stop_the_counted_events_are_told_not_dropped(sup, make, clock):
-    clock.advance(60)
-    sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
-    sidecar.tick()
-    for _ in range(3):
-        clock.advance(3)
-        sup.crash("bot")
-        sidecar.tick()
+    sidecar, sent = crashing_bot(sup, make, clock, 3)
     first = wait_sent(sent, 1)
     sidecar.alerts.close(timeout_s=5)
     assert len(first) == 1 and len(sent) == 2, list(sent)
