@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from testcontainers.core.network import Network  # noqa: E402
 
 from bench.foundation import MEMORY_SCRIPT, memory_kib  # noqa: E402
 from tests.integration.harness import Emulator, Stack, http_get, wait_until  # noqa: E402
+from tests.unit.conftest import free_port  # noqa: E402
 
 TAG = os.environ.get("BOTSTACK_TEST_TAG", "test")
 APP, OFFLINE, EMULATOR = (f"botstack:{TAG}-{kind}" for kind in ("app", "offline", "emulator"))
@@ -56,12 +56,6 @@ COMPOSE_FILE = Path(__file__).parent / "vs_compose" / "compose.yaml"
 PROGRAMS = ("api", "web", "bot", "db")
 SIGNALS = ("KILL", "STOP")
 DEADLINE_S = 180
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def token() -> str:
