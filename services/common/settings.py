@@ -233,6 +233,10 @@ class Settings(BaseSettings):
         problems = dict(self._problems)
         if self.telegram_bot_token is None and "bot" not in problems:
             problems["bot"] = f"{env_name('telegram_bot_token')}: is required by the bot program (not set)"
+        if self.web_password is None and self.admin_token is None and not self.web_read_only \
+                and self.env == "production" and "web" not in problems:
+            problems["web"] = (f"{env_name('web_password')}: is required by the web program in production (or set "
+                               f"{env_name('web_read_only')}=true for a dashboard anyone reaching it may read)")
         return problems
 
     @property

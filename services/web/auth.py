@@ -31,10 +31,7 @@ class Access:
 
     def refusal(self, settings: Settings) -> str | None:
         """Why this dashboard may not start, or None."""
-        if self.secret is None and not self.read_only and settings.env == "production":
-            return ("BOTSTACK_WEB_PASSWORD: is required by the web program in production (or set "
-                    "BOTSTACK_WEB_READ_ONLY=true for a dashboard anyone reaching it may read)")
-        return None
+        return settings.config_problems.get("web")  # a password required: every program's verdict says so
 
     def cookie_key(self) -> str:
         """The session signing key, derived from the password: changing it logs everyone out."""

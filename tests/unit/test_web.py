@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from services.common.settings import load_settings
 from services.web.app import create_app
 from tests.unit.conftest import wait_until
 
@@ -164,6 +165,19 @@ def test_production_without_credentials_refuses_to_start(monkeypatch, subprocess
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 78
     assert result.stderr.strip().startswith("web: configuration error: BOTSTACK_WEB_PASSWORD: is required")
+
+
+def test_a_dashboard_without_credentials_is_named_by_the_others_not_called_a_crash(monkeypatch):
+    """The sidecar, /ready and `botstack status` read config_problems: "web: configuration error:
+    BOTSTACK_WEB_PASSWORD ..." (and the sidecar does not start it again for it), not "web: FATAL
+    (crash loop)" retried with backoff."""
+    for name in ("BOTSTACK_WEB_PASSWORD", "BOTSTACK_ADMIN_TOKEN", "BOTSTACK_WEB_READ_ONLY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOTSTACK_ENV", "production")
+    assert load_settings("healthcheck").config_problems["web"].startswith(
+        "BOTSTACK_WEB_PASSWORD: is required by the web program in production (or set BOTSTACK_WEB_READ_ONLY=true")
+    monkeypatch.setenv("BOTSTACK_WEB_READ_ONLY", "true")
+    assert "web" not in load_settings("healthcheck").config_problems
 
 
 def test_a_password_pasted_with_a_line_break_stops_only_the_dashboard_with_one_line(subprocess_env):
