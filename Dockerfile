@@ -22,7 +22,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 RUN groupadd --system --gid 10001 botstack \
  && useradd --system --uid 10001 --gid botstack --home-dir /nonexistent --no-create-home \
         --shell /usr/sbin/nologin botstack \
- && install -d -o botstack -g botstack -m 0750 /data/db /data/backups /run/botstack
+ && install -d -o botstack -g 0 -m 2770 /data/db /data/backups /run/botstack
 
 # Dependencies before code: a code-only change reuses this layer and rebuilds in seconds.
 COPY requirements.txt /opt/botstack/requirements.txt

@@ -72,7 +72,7 @@ def make_run_dirs(control: str) -> None:
         if problem:  # else supervisord stops with "Cannot open an HTTP server: ... EACCES"
             uid, gid = os.getuid(), os.getgid()
             sys.stderr.write(f"{PROGRAM}: configuration error: {path}: {problem} (uid {uid}); run the container "
-                             f"as the image's user (10001), or mount a tmpfs this user may write there, e.g. "
+                             f"as the image's user (10001) or in group 0, or mount a tmpfs this user may write there, e.g. "
                              f"tmpfs: {path}:uid={uid},gid={gid},mode=0750\n")
             raise SystemExit(EX_CONFIG)
 

@@ -75,7 +75,7 @@ def test_the_run_dir_is_made_when_hidden_or_refused_with_one_line(docker_client,
     """A read-only root filesystem with a fresh, empty /run hides the image's /run/botstack.
     A world-writable one (Kubernetes' emptyDir: a host folder, mode 0777): botstack makes its
     folder there and starts. A root-owned one, or a user other than the image's: one line saying
-    what to do, exit 78 (not supervisord's "Cannot open an HTTP server")."""
+    what to do, exit 78 (not supervisord's "Cannot open an HTTP server"). Any uid in group 0 runs."""
     env = {"TELEGRAM_BOT_TOKEN": "123456:" + "a" * 35}
     empty_dir = tmp_path / "run"
     empty_dir.mkdir()
@@ -108,8 +108,23 @@ def test_the_run_dir_is_made_when_hidden_or_refused_with_one_line(docker_client,
     finally:
         container.remove(force=True)
 
-    # Another user than the image's (`user:` in compose, a platform's own uid): the same kind of line.
-    container = docker_client.containers.run(stack_image, detach=True, user="12345:0", environment=env)
+    # Another user than the image's in group 0, as OpenShift assigns (and `docker run --user 12345`
+    # gives): the image's folders are group 0's too, so it runs, writes and backs up.
+    container = docker_client.containers.run(stack_image, detach=True, user="12345:0",
+                                             environment={**env, "BOTSTACK_WEB_PASSWORD": "a-long-dashboard-password"})
+    try:
+        # (healthy, or degraded: no Bot API here; every program RUNNING and answering either way)
+        wait_until(lambda: container.exec_run(["python", "-m", "healthcheck", "status"]).exit_code == 0, 90,
+                   "every program answering as uid 12345, group 0")
+        code, out = container.exec_run(["botstack", "backup"])
+        assert code == 0 and "verified" in out.decode(), out
+        assert container.exec_run(["stat", "-c", "%u %a", "/run/botstack/supervisor.sock"]).output.decode().split() \
+            == ["12345", "700"]
+    finally:
+        container.remove(force=True)
+
+    # Any other user and group (`user:` in compose, a platform's own uid): one line saying what to do.
+    container = docker_client.containers.run(stack_image, detach=True, user="12345:12345", environment=env)
     try:
         assert container.wait(timeout=60)["StatusCode"] == 78
         lines = container.logs().decode().strip().splitlines()
