@@ -68,12 +68,14 @@ def status(args) -> int:
                      f"memory {restarts.get('memory', 0)}"
                      f"  {f'{rss:.0f} MiB' if rss is not None else '-'}")
     memory = {"rss_mib": round(sum(r["rss_mib"] or 0 for r in table), 1), "limit_mib": oom.limit_mib(),
-              "oom_kills": oom.oom_kills()}
+              "oom_kills": oom.oom_kills(), "ceilings_mib": settings.memory_ceilings}
     lines.append(f"memory: {memory['rss_mib']:.0f} MiB resident in the programs; "
                  + (f"the container's limit is {memory['limit_mib']} MiB" if memory["limit_mib"] else
                     "no memory limit on the container")
                  + (f"; {memory['oom_kills']} process(es) killed by the kernel for memory" if memory["oom_kills"]
-                    else ""))
+                    else "")
+                 + ("; restarted gracefully above " + ", ".join(f"{n} {m} MiB" for n, m in settings.memory_ceilings.items())
+                    if settings.memory_ceilings else ""))
     lines.append(f"health: {verdict['status']}" + "".join(f"\n  - {r}" for r in verdict["reasons"]))
     bot = verdict.get("bot")
     if bot:

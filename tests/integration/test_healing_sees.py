@@ -438,6 +438,8 @@ def test_a_slow_leak_is_restarted_gracefully_below_its_ceiling_and_nothing_is_se
         before, ("mongodb", "api", "web", "healthcheck")), "another program was restarted"
     assert "killed by the kernel" not in status and "killed by the kernel" not in stack.logs(), status
     assert re.search(r"bot +RUNNING .* memory [1-9]", status), status
+    assert re.search(r"\nmemory: \d+ MiB resident in the programs; the container's limit is 512 MiB; restarted "
+                     r"gracefully above bot 160 MiB\n", status), status
     assert set(counts.values()) == {1}, f"sent twice: {[u for u, n in counts.items() if n > 1]}"
     assert len(notes) == 40 and set(notes) == {1} and parked == 0
     assert "Traceback" not in stack.logs()
