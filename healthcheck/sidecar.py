@@ -84,6 +84,8 @@ class Watched:
     cycling: bool = False
     last_exit: str = ""
     over_ceiling: int = 0  # passes in a row above its memory ceiling
+    ceiling_pid: int = 0  # the process whose resident memory once started was compared with its ceiling
+    ceiling_too_low: str = ""  # ...and found above it: the setting is wrong, not the program
     ceiling_stop: str = ""  # why the sidecar is stopping it, to start it again once STOPPED
 
 
@@ -168,6 +170,8 @@ class Sidecar:
                     self._stop_for_memory(name, info, w, now)
                     degraded.append(f"{name}: restarting ({w.ceiling_stop})")
                     continue
+                if w.ceiling_too_low:
+                    degraded.append(f"{name}: {w.ceiling_too_low}")
                 probe = probes.get(name)
                 if probe and self._probe(probe, info, w, now) and acting:
                     self._heal_hang(name, info, w, probe)
@@ -297,9 +301,25 @@ class Sidecar:
         self._escalate_if_needed(name, w)
 
     def _above_ceiling(self, name: str, info: dict, w: Watched) -> bool:
+        """Two passes in a row above its ceiling. A program already above it at its first reading
+        once started (it answered its probe) needs more than the ceiling to run at all: it is
+        never restarted for it, which would only start a restart loop; the verdict says so."""
         ceiling = dict(self.policy.memory_ceilings).get(name)
-        rss = self.resident_mib(info["pid"]) if ceiling and info.get("pid") else None
-        w.over_ceiling = w.over_ceiling + 1 if rss is not None and rss > ceiling else 0
+        pid = info.get("pid") or 0
+        rss = self.resident_mib(pid) if ceiling and pid else None
+        if w.ceiling_pid != pid:  # a new process of it: judged again once started
+            w.ceiling_too_low = ""
+            if rss is not None and w.answered:
+                w.ceiling_pid = pid
+            if w.ceiling_pid == pid and rss > ceiling:
+                w.ceiling_too_low = (f"memory ceiling too low: {rss:.0f} MiB resident once started, ceiling "
+                                     f"{ceiling} MiB; not restarted for it (raise BOTSTACK_MEMORY_CEILING_MB)")
+                log.warning("%s: %s", name, w.ceiling_too_low)
+                self.alerts.event(f"{name}:ceiling", f"{name}: {w.ceiling_too_low}")
+        if rss is None or w.ceiling_pid != pid or w.ceiling_too_low:
+            w.over_ceiling = 0
+            return False
+        w.over_ceiling = w.over_ceiling + 1 if rss > ceiling else 0
         if w.over_ceiling >= CEILING_PASSES:
             w.ceiling_stop = f"above its memory ceiling: {rss:.0f} MiB resident, ceiling {ceiling} MiB"
             return True

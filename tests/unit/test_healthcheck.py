@@ -813,6 +813,7 @@ def test_a_program_above_its_memory_ceiling_is_stopped_gracefully_and_started_ag
                    memory_ceilings=(("bot", 300), ("api", 300)), resident_mib=leaking(sup, "bot", mib))
     old_pid = sup.pid("bot")
     sidecar.tick()
+    sidecar.tick()  # answered its probe: its memory once started, 120 MiB, is below the ceiling
     mib[0] = 350.0
     sidecar.tick()
     assert sup.actions() == [], "one reading above the ceiling is not yet a leak"
@@ -855,7 +856,10 @@ def test_a_sidecar_replaced_mid_restart_starts_the_program_again(sup, make, cloc
     its successor finds the mark in the run folder and starts the program again."""
     clock.advance(60)
     sup.stop_takes["web"] = 10.0
-    first = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=leaking(sup, "web", [400.0]))
+    mib = [100.0]
+    first = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=leaking(sup, "web", mib))
+    run_for(first, 2.0)
+    mib[0] = 400.0
     run_for(first, 2.0)
     assert sup.actions() == [("stopProcess", "web")]
     clock.advance(15.0)  # the first sidecar is gone; supervisord finished the stop
@@ -864,6 +868,29 @@ def test_a_sidecar_replaced_mid_restart_starts_the_program_again(sup, make, cloc
     assert sup.actions() == [("stopProcess", "web"), ("startProcess", "web")]
     assert sup.programs["web"].statename == "RUNNING" and verdict["status"] == "healthy", verdict
     assert json.loads((second.verdict_path.with_name("restarting.json")).read_text()) == []
+
+
+def test_a_ceiling_below_what_a_program_needs_to_run_is_said_not_a_restart_loop(sup, make, clock):
+    """Above its ceiling from its start (a ceiling set too low, or the user's code needs more):
+    never restarted for it, degraded naming the setting, one alert. A later process of it that
+    starts below the ceiling is judged again."""
+    clock.advance(60)
+    sent, mib = Sent(), [73.0]
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock),
+                   memory_ceilings=(("api", 64),), resident_mib=leaking(sup, "api", mib))
+    verdict = run_for(sidecar, 30.0)
+    assert sup.actions() == []
+    assert verdict["status"] == "degraded" and verdict["reasons"] == [
+        "api: memory ceiling too low: 73 MiB resident once started, ceiling 64 MiB; not restarted for it "
+        "(raise BOTSTACK_MEMORY_CEILING_MB)"], verdict
+    assert wait_sent(sent, 1) == ["botstack: api: memory ceiling too low: 73 MiB resident once started, ceiling "
+                                  "64 MiB; not restarted for it (raise BOTSTACK_MEMORY_CEILING_MB)"]
+    mib[0] = 50.0
+    sup.crash("api")
+    run_for(sidecar, 5.0)
+    mib[0] = 80.0
+    run_for(sidecar, 5.0)
+    assert sup.actions() == [("stopProcess", "api"), ("startProcess", "api")]
 
 
 def test_an_operator_stop_is_not_undone(sup, make, clock):
