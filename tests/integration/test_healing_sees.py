@@ -445,6 +445,23 @@ def test_a_slow_leak_is_restarted_gracefully_below_its_ceiling_and_nothing_is_se
     assert "Traceback" not in stack.logs()
 
 
+def test_a_ceiling_below_what_the_api_needs_is_said_not_a_restart_loop(start_stack):
+    """BOTSTACK_MEMORY_CEILING_MB=api=64: the API holds more than that once started. Restarting
+    it would start it above the ceiling again; it is named instead, and left running."""
+    stack = start_stack(BOTSTACK_MEMORY_CEILING_MB="api=64")
+    stack.wait_healthy()
+    code, verdict = wait_until(lambda: (r := stack.health())[0] == 0 and r[1].startswith("degraded") and r, 60,
+                               "every program up, the verdict degraded")
+    before = stack.programs()
+    assert re.search(r"api: memory ceiling too low: \d+ MiB resident once started, ceiling 64 MiB; not "
+                                   r"restarted for it \(raise BOTSTACK_MEMORY_CEILING_MB\)", verdict), verdict
+    end = time.monotonic() + 10
+    while time.monotonic() < end:  # two checks a second would restart it by now
+        assert identities(stack.programs()) == identities(before), "a program was restarted"
+        time.sleep(1)
+    assert stack.ready() and "restarting it gracefully" not in stack.logs()
+
+
 def test_bad_port_names_the_variable_set(start_stack):
     stack = start_stack(PORT="abc")
     wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")
