@@ -162,7 +162,7 @@ class Sidecar:
             if name in self.config_problems and state != "RUNNING":
                 unhealthy.append(f"{name}: configuration error: {self.config_problems[name]}")
             elif name in self._stopped_to_restart() and state in ("STOPPING", "STOPPED"):
-                degraded.append(self._restart_after_ceiling(name, info, w, now, acting))
+                degraded.append(self._restart_after_ceiling(name, info, w, acting))
             elif state == "RUNNING":
                 w.retry_at = None
                 w.backoff.note_up_since(info["start"], now)
@@ -344,7 +344,7 @@ class Sidecar:
                                              f"again (pid {info['pid']})")
         self._escalate_if_needed(name, w)
 
-    def _restart_after_ceiling(self, name: str, info: dict, w: Watched, now: float, acting: bool) -> str:
+    def _restart_after_ceiling(self, name: str, info: dict, w: Watched, acting: bool) -> str:
         why = w.ceiling_stop or "above its memory ceiling"
         if info["statename"] == "STOPPED" and acting:
             log.warning("starting %s again (it was %s)", name, why)

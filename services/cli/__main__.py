@@ -74,8 +74,8 @@ def status(args) -> int:
                     "no memory limit on the container")
                  + (f"; {memory['oom_kills']} process(es) killed by the kernel for memory" if memory["oom_kills"]
                     else "")
-                 + ("; restarted gracefully above " + ", ".join(f"{n} {m} MiB" for n, m in settings.memory_ceilings.items())
-                    if settings.memory_ceilings else ""))
+                 + ("; restarted gracefully above " + ", ".join(f"{n} {m} MiB" for n, m in memory["ceilings_mib"].items())
+                    if memory["ceilings_mib"] else ""))
     lines.append(f"health: {verdict['status']}" + "".join(f"\n  - {r}" for r in verdict["reasons"]))
     bot = verdict.get("bot")
     if bot:
