@@ -462,6 +462,37 @@ def test_a_ceiling_below_what_the_api_needs_is_said_not_a_restart_loop(start_sta
     assert stack.ready() and "restarting it gracefully" not in stack.logs()
 
 
+def test_a_stop_during_a_crash_loop_still_tells_the_crashes_counted(start_stack, emulator):
+    """The bot killed three times while users write, then `docker stop`: the first crash was told
+    at once, the next two were counted into their group (sent as one line after 5 min), and the
+    stop came first. The count is told at the stop, not lost with the sidecar; every update
+    answered before the stop."""
+    hook = f"ops{secrets.token_hex(3)}"
+    stack, token = alerting_stack(start_stack, BOTSTACK_ALERT_URLS=f"json://telegram:8081/_emulator/hooks/{hook}")
+    bot = token.split(":")[0]
+    settled(stack)
+    ids = []
+    for kill in range(3):
+        pid = stack.programs()["bot"]["pid"]
+        ids += [remember(emulator, bot, 800 + kill * 5 + i) for i in range(5)]
+        stack.signal(pid, "KILL")
+        wait_until(lambda: (p := stack.programs()["bot"])["statename"] == "RUNNING" and p["pid"] != pid, 30,
+                   "the bot restarted")
+    counts = all_answered(emulator, bot, ids, 60)
+    wait_until(lambda: stack.logs().count("restart program=bot cause=crash") == 3, 30, "three crashes recorded")
+    told = [h["message"] for h in emulator.hooks(hook)]
+    assert len([t for t in told if "bot died" in t]) == 1, told
+    t0 = time.monotonic()
+    stack.container.get_wrapped_container().stop(timeout=60)
+    stopped_s = time.monotonic() - t0
+    summary = wait_until(lambda: [h["message"] for h in emulator.hooks(hook) if "more of the same" in h["message"]],
+                         10, "the counted crashes told at the stop")
+    figure(f"docker stop during a crash loop (3 kills, 15 updates, all answered, "
+           f"{sum(n - 1 for n in counts.values())} twice): stopped in {stopped_s:.1f} s, told at the stop: "
+           f"{summary[0]!r}")
+    assert summary[0].startswith("botstack: 2 more of the same in the last 5 min; the last one: bot died"), summary
+
+
 def test_bad_port_names_the_variable_set(start_stack):
     stack = start_stack(PORT="abc")
     wait_until(lambda: "exited: api (exit status 78" in stack.logs(), 60, "api to exit 78")
