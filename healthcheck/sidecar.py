@@ -8,7 +8,9 @@ What it does, and what it never does:
   is hung: it gets SIGTERM (and SIGCONT, so a stopped process can honour it), then SIGKILL
   after a short grace; supervisord's autorestart starts it again;
 - a program that reached FATAL is started again with exponential backoff;
-- a program that exits is restarted by supervisord itself; the sidecar only records it;
+- a program that exits is restarted by supervisord itself; the sidecar only records it, and
+  a sidecar started again (after a crash of its own, or its watchdog's kill) records what
+  exited while it was away: it starts from its predecessor's last verdict (same supervisord);
 - a program above its memory ceiling (BOTSTACK_MEMORY_CEILING_MB) for two passes in a row is
   stopped through supervisord (SIGTERM, its stop budget, then SIGKILL) and started again: a
   leak ends in a graceful restart, replies finished and updates handed back, rather than in
@@ -112,6 +114,9 @@ class Sidecar:
     resident_mib: Callable[[int], float | None] = oom.resident_mib
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    # This supervisord's life (its pid and start time): a verdict written in another life (the
+    # run folder outlives `docker restart`) says nothing about the processes running now.
+    supervisord_life: str = field(default_factory=lambda: process_life(os.getppid()))
     watched: dict[str, Watched] = field(default_factory=dict)
     ready: tuple[bool, str] = (True, "")
     _next_ready: float = 0.0
@@ -131,6 +136,17 @@ class Sidecar:
     # Probes run in worker threads so that a probe's timeout is a wall-clock bound, whatever
     # a client library does internally (pymongo retries server selection, for one).
     _pool: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(8, "probe"))
+    _predecessor_pids: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """What the sidecar before this one last saw running, read before this one's first
+        verdict replaces it: a program with another pid now exited while no sidecar watched."""
+        try:
+            verdict = json.loads(self.verdict_path.read_text())
+            if self.supervisord_life and verdict.get("supervisord_life") == self.supervisord_life:
+                self._predecessor_pids = {name: int(view["pid"]) for name, view in verdict["programs"].items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
 
     # --- one pass -------------------------------------------------------------------
     def beat(self) -> None:
@@ -156,7 +172,8 @@ class Sidecar:
         degraded: list[str] = []
         infos = {n: i for n, i in infos.items() if n != self.own_name and n not in self.not_run}
         for name, info in sorted(infos.items()):
-            w = self.watched.setdefault(name, Watched(Backoff(self.policy)))
+            w = self.watched.get(name) or self.watched.setdefault(
+                name, Watched(Backoff(self.policy), pid=self._predecessor_pids.get(name, 0)))
             self._notice_exit(name, info, w, now)
             state = info["statename"]
             if name in self.config_problems and state != "RUNNING":
@@ -215,6 +232,7 @@ class Sidecar:
             "reasons": unhealthy + degraded,
             "time": now,
             "supervisord": supervisord_state,
+            "supervisord_life": self.supervisord_life,
             "bot": bot,
             "programs": {n: self._program_view(n, infos[n]) for n in sorted(infos)},
         })
@@ -573,6 +591,16 @@ class Sidecar:
         while not should_stop():
             self.tick()
             self.sleep(self.tick_s)
+
+
+def process_life(pid: int) -> str:
+    """A process's pid and start time (clock ticks since boot): unlike the pid alone, never the
+    same for two processes, across container restarts included."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, starttime
+    except (OSError, IndexError):
+        return ""  # unknown: no verdict is taken for this life's
 
 
 def _duration(seconds: float) -> str:

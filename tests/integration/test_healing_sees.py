@@ -122,6 +122,37 @@ def test_hung_sidecar_is_healed(start_stack, emulator):
     wait_until(lambda: stack.health()[1].startswith("healthy"), 30, "a fresh, healthy verdict")
 
 
+def test_a_crash_while_the_sidecar_hangs_is_told_by_the_next_one(start_stack, emulator):
+    """The bot is SIGKILLed while the sidecar is hung (SIGSTOP) and users keep writing:
+    supervisord restarts the bot at once, nobody watching; the sidecar that replaces the hung
+    one finds the bot's new pid against its predecessor's last verdict, records the crash and
+    tells the admins. Every update answered, its note stored exactly once."""
+    stack, token = alerting_stack(start_stack)
+    before = settled(stack)
+    sidecar, bot = before["healthcheck"]["pid"], before["bot"]["pid"]
+    ids = [remember(emulator, bot_id(token), n) for n in range(10)]
+    stack.signal(sidecar, "STOP")
+    stack.signal(bot, "KILL")
+    t0 = time.monotonic()
+
+    def told() -> bool:
+        ids.append(remember(emulator, bot_id(token), len(ids)))  # traffic all along
+        return any("bot died (" in a and f"(pid {bot} -> " in a for a in alerts(emulator, bot_id(token)))
+
+    wait_until(told, 45, "the next sidecar telling the crash it did not see", interval_s=0.5)
+    told_s = time.monotonic() - t0
+    assert stack.programs()["healthcheck"]["pid"] != sidecar
+    wait_until(lambda: stack.db("db.health_events.count_documents({'program': 'bot', 'cause': 'crash'})") == 1,
+               30, "the crash recorded in health_events")
+    repeated = sum(n - 1 for n in all_answered(emulator, bot_id(token), ids, 60).values())
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    figure(f"crash while the sidecar hangs: told {told_s:.1f} s after the kill by the next sidecar; "
+           f"{len(ids)} updates sent around it, all answered, {repeated} replies sent twice, "
+           f"notes {sum(notes)} in {len(notes)} users")
+    assert len(notes) == len(ids) and set(notes) == {1}, "a note lost or stored twice"
+    wait_until(lambda: stack.health()[1].startswith("healthy"), 30, "a fresh, healthy verdict")
+
+
 @pytest.mark.parametrize("token", ["", "not-a-token"], ids=["empty", "malformed"])
 def test_bad_token_stops_only_the_bot(start_stack, token):
     stack = start_stack(TELEGRAM_BOT_TOKEN=token)

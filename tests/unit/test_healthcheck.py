@@ -290,7 +290,7 @@ def make(sup, clock, tmp_path):
 
     def build(probes=(), readiness=None, events=None, tick_s=0.5, alerts=None, **options) -> Sidecar:
         extra = {k: options.pop(k) for k in ("config_problems", "not_run", "heartbeat", "bot_status", "oom_kills",
-                                            "resident_mib")
+                                            "resident_mib", "supervisord_life")
                  if k in options}
         return Sidecar(
             SimpleNamespace(supervisor=sup), list(probes), tmp_path / "health.json",
@@ -770,6 +770,38 @@ def test_pid_change_the_sidecar_did_not_cause_is_recorded_as_crash_and_nothing_i
         ("web", "crash", old_pid, sup.pid("web"))]
     assert sup.actions() == []
     assert verdict["programs"]["web"]["restarts"] == {"crash": 1, "hang": 0, "fatal": 0, "memory": 0}
+
+
+def test_a_crash_while_no_sidecar_watched_is_told_by_the_next_one(sup, make, clock):
+    """The bot dies and supervisord restarts it while the sidecar is away (hung and killed by
+    its watchdog, or crashed): the next sidecar compares with its predecessor's last verdict
+    and records and tells the crash; a program that did not change is not news."""
+    clock.advance(60)
+    first = make(healthy_probes(), supervisord_life="1:4242")
+    first.tick()
+    old_pid = sup.pid("bot")
+    sup.crash("bot")
+    clock.advance(8.0)
+    sent = Sent()
+    second = make(healthy_probes(), supervisord_life="1:4242", alerts=Alerts(sent, group_s=300, clock=clock))
+    verdict = second.tick()
+    assert [(e.program, e.cause, e.old_pid, e.new_pid) for e in second.events.pending] == [
+        ("bot", "crash", old_pid, sup.pid("bot"))]
+    assert wait_sent(sent, 1) == [f"botstack: bot died (exited unexpectedly (a signal, or a crash)) and was "
+                                  f"restarted (pid {old_pid} -> {sup.pid('bot')})"]
+    assert verdict["programs"]["bot"]["restarts"]["crash"] == 1 and sup.actions() == []
+
+
+def test_a_verdict_of_another_supervisord_life_is_not_taken_for_crashes(sup, make, clock):
+    """The run folder outlives `docker restart`: the programs of a new container life all have
+    new pids, and none of them crashed."""
+    clock.advance(60)
+    make(healthy_probes(), supervisord_life="1:4242").tick()
+    for name in ("mongodb", "api", "web", "bot"):
+        sup.crash(name)
+    second = make(healthy_probes(), supervisord_life="1:9999")
+    second.tick()
+    assert list(second.events.pending) == [] and sup.actions() == []
 
 
 def test_a_program_the_kernel_killed_for_memory_is_said_so(sup, make, clock, monkeypatch):
