@@ -5,8 +5,9 @@
 The usual setup is what a user would pick instead (bench/vs_compose/compose.yaml): the same
 programs from the same `app` image as four containers under Compose, each with a tuned
 HEALTHCHECK (interval 5 s, 3 retries), `restart: unless-stopped`, and an autoheal-equivalent
-watcher (docker-autoheal's logic: every 5 s restart unhealthy containers; its image cannot be
-pulled here). botstack is one container of the offline test image. Both talk to a Bot API
+watcher (docker-autoheal's logic, run as its image runs it: a shell loop with curl and jq that
+every 5 s restarts unhealthy containers; its image cannot be pulled here, so this one is built
+from bench/vs_compose/Dockerfile). botstack is one container of the offline test image. Both talk to a Bot API
 emulator of their own and to the same kind of database (offline: the FerretDB stand-in).
 
 Measured for each, --runs times, reported as medians and ratios (usual / botstack):
@@ -14,8 +15,9 @@ Measured for each, --runs times, reported as medians and ratios (usual / botstac
   program answers again from outside (api and web: /health; bot: a reply to /version; the
   database: the API's /ready), after which the whole setup is let settle again;
 - cold start: start → the API ready, the dashboard answering and the bot replying;
-- total memory of every process once healthy (RSS, and PSS: shared pages divided among the
-  processes that map them), also with each container's runtime shim on the host, and image sizes;
+- total memory of every process once healthy, read from the host (RSS, and PSS: shared pages
+  divided among the processes that map them; health checks' short-lived processes left out),
+  also with each container's runtime shim, and image sizes;
 - `docker stop` (botstack) vs `docker compose stop` (the usual setup).
 
 Needs the images the integration tests build (`pytest -m integration` first, default tag
@@ -46,13 +48,14 @@ import docker  # noqa: E402
 from testcontainers.core.container import DockerContainer  # noqa: E402
 from testcontainers.core.network import Network  # noqa: E402
 
-from bench.foundation import MEMORY_SCRIPT, memory_kib  # noqa: E402
+from bench.foundation import BASE  # noqa: E402
 from tests.integration.harness import Emulator, Stack, http_get, wait_until  # noqa: E402
 from tests.unit.conftest import free_port  # noqa: E402
 
 TAG = os.environ.get("BOTSTACK_TEST_TAG", "test")
 APP, OFFLINE, EMULATOR = (f"botstack:{TAG}-{kind}" for kind in ("app", "offline", "emulator"))
 COMPOSE_FILE = Path(__file__).parent / "vs_compose" / "compose.yaml"
+WATCHER = f"botstack:{TAG}-bench-autoheal"
 PROGRAMS = ("api", "web", "bot", "db")
 SIGNALS = ("KILL", "STOP")
 DEADLINE_S = 180
@@ -72,16 +75,35 @@ def answers(api: str, web: str, emulator: Emulator, bot_id: str, program: str) -
     return "git_sha" in emulator.ask(bot_id, "/version", timeout_s=8)
 
 
-def shim_mib(container_pid: int) -> dict[str, float]:
-    """The memory of a container's runtime shim (containerd-shim-runc-v2, one per container, the
-    parent of its first process on the host): part of what each container costs the machine."""
-    status = Path(f"/proc/{container_pid}/status").read_text()
-    shim = int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+def _used_mib(pid: int) -> dict[str, float]:
     used = {}
     for file, key, field in (("status", "rss", "VmRSS:"), ("smaps_rollup", "pss", "Pss:")):
-        text = Path(f"/proc/{shim}/{file}").read_text()
+        text = Path(f"/proc/{pid}/{file}").read_text()
         used[key] = int(next(line.split()[1] for line in text.splitlines() if line.startswith(field))) / 1024
     return used
+
+
+def _parent(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+def container_mib(container_pid: int) -> dict[str, float]:
+    """The memory of a container's processes (those in its first process's PID namespace), read
+    from the host, and also with its runtime shim (containerd-shim-runc-v2, one per container, the
+    parent of its first process): part of what each container costs the machine. A process the
+    shim started besides the first one is a `docker exec` (a health check's, short-lived) and not
+    counted: it is the same kind of cost in both setups, and a sample would catch it or not."""
+    namespace = os.readlink(f"/proc/{container_pid}/ns/pid")
+    shim = _parent(container_pid)
+    inside: dict[str, float] = {}
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            if os.readlink(f"/proc/{pid}/ns/pid") == namespace and (pid == container_pid or _parent(pid) != shim):
+                inside = add(inside, _used_mib(pid))
+        except OSError:  # gone meanwhile
+            continue
+    return {**inside, **{f"{k}+shim": v for k, v in add(inside, _used_mib(shim)).items()}}
 
 
 def add(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
@@ -132,10 +154,9 @@ class Botstack:
         self.stack.signal(self.stack.programs()[name]["pid"], sig)
 
     def memory_mib(self) -> dict[str, float]:
-        inside = {k: v / 1024 for k, v in memory_kib(self.stack.exec(["python", "-c", MEMORY_SCRIPT])[1]).items()}
         wrapped = self.container.get_wrapped_container()
         wrapped.reload()
-        return {**inside, **{f"{k}+shim": v for k, v in add(inside, shim_mib(wrapped.attrs["State"]["Pid"])).items()}}
+        return container_mib(wrapped.attrs["State"]["Pid"])
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -160,7 +181,10 @@ class Usual:
         self.token = token()
         # Fixed host ports: a restarted container must come back where the user's proxy expects it.
         self.ports = {name: free_port() for name in ("API_PORT", "WEB_PORT", "TELEGRAM_PORT")}
+        docker.from_env().images.build(path=str(COMPOSE_FILE.parent), tag=WATCHER, rm=True,
+                                       buildargs={"BASE_IMAGE": BASE})
         self.env = {**os.environ, "APP_IMAGE": APP, "DB_IMAGE": OFFLINE, "EMULATOR_IMAGE": EMULATOR,
+                    "WATCHER_IMAGE": WATCHER,
                     "BENCH_TOKEN": self.token, "COMPOSE_PROJECT_NAME": f"bench-usual-{uuid.uuid4().hex[:6]}",
                     **{name: str(port) for name, port in self.ports.items()}}
 
@@ -199,14 +223,12 @@ class Usual:
         os.kill(self.container(program).attrs["State"]["Pid"], getattr(signal, f"SIG{sig}"))
 
     def memory_mib(self) -> dict[str, float]:
-        inside: dict[str, float] = {}
-        shims: dict[str, float] = {}
+        total: dict[str, float] = {}
         for service in (*PROGRAMS, "autoheal"):
-            container = self.container(service)
-            inside = add(inside, {k: v / 1024 for k, v in
-                                  memory_kib(container.exec_run(["python", "-c", MEMORY_SCRIPT]).output).items()})
-            shims = add(shims, shim_mib(container.attrs["State"]["Pid"]))
-        return {**inside, **{f"{k}+shim": v for k, v in add(inside, shims).items()}}
+            used = container_mib(self.container(service).attrs["State"]["Pid"])
+            print(f"usual: {service} " + ", ".join(f"{k} {v:.1f}" for k, v in used.items()) + " MiB", flush=True)
+            total = add(total, used)
+        return total
 
     def stop(self) -> float:
         t0 = time.monotonic()
