@@ -76,7 +76,8 @@ def run() -> int:
         events.note(Event(done["time"], PROGRAM, "watchdog", done["reason"], done["old_pid"], os.getpid()))
     if plan.alert_chat_ids and not plan.token:
         log.warning("BOTSTACK_ALERT_CHAT_IDS is set but the bot token is not usable: no alerts to Telegram")
-    alerts = Alerts(lanes(channels), group_s=plan.alert_group_s, secrets=secrets)
+    alerts = Alerts(lanes(channels), group_s=plan.alert_group_s, secrets=secrets,
+                    spool=verdict_path(plan.run_dir).with_name("alerts.json"))  # what a predecessor left
     sidecar = Sidecar(
         # Longer than any single call the sidecar makes (it never waits on supervisord's stops).
         rpc(plan.supervisor_socket, timeout_s=15),

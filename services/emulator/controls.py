@@ -25,6 +25,9 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
   POST /_emulator/hooks/{name}                        a sink for other services' webhooks (an alert
                                                       channel's JSON POST): the body is kept
   GET  /_emulator/hooks/{name}                        [every body POSTed there, JSON or text]
+  POST /_emulator/hooks/{name}/stall                  {"seconds", "times"?}: the next `times` (1)
+                                                      POSTs there are answered `seconds` late
+                                                      (a slow alert channel) -> the same
   GET  /_emulator/chat[?bot=<id>&user=<id>]         the demo's chat page (chat.py)
   GET  /_emulator/bots/{id}/flood                     {"enabled", "limits", "refused", "early_retries"}
   POST /_emulator/bots/{id}/flood                     {"enabled"?, "private"|"group"|"overall"?:
@@ -33,6 +36,7 @@ Not part of the Bot API; replies are plain JSON and errors are {"error": "..."}.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import defaultdict
 from typing import TYPE_CHECKING
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 
 def control_routes(emulator: Emulator) -> list[Route]:
     hooked: dict[str, list] = defaultdict(list)
+    stalls: dict[str, list[float]] = defaultdict(list)  # per hook: the delays of its next POSTs
 
     def bot(request: Request) -> BotState:
         return emulator.bot_by_id(int(request.path_params["bot_id"]))
@@ -136,12 +141,24 @@ def control_routes(emulator: Emulator) -> list[Route]:
         received = hooked[request.path_params["name"]]
         if request.method == "POST":
             raw = await request.body()
+            delays = stalls[request.path_params["name"]]
+            if delays:
+                await asyncio.sleep(delays.pop(0))
             try:
                 received.append(json.loads(raw))
             except ValueError:
                 received.append(raw.decode(errors="replace"))
             return JSONResponse({"received": len(received)})
         return JSONResponse(received)
+
+    async def stall(request: Request) -> JSONResponse:
+        spec = await body(request)
+        try:
+            seconds, times = float(spec["seconds"]), int(spec.get("times", 1))
+        except (TypeError, KeyError, ValueError):
+            return _error(400, 'body must be {"seconds": number, "times"?: integer}')
+        stalls[request.path_params["name"]] = [seconds] * times
+        return JSONResponse({"seconds": seconds, "times": times})
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "bots": len(emulator.bots)})
@@ -151,6 +168,7 @@ def control_routes(emulator: Emulator) -> list[Route]:
         Route("/_emulator/health", health),
         Route("/_emulator/chat", chat),
         Route("/_emulator/hooks/{name}", hooks, methods=["GET", "POST"]),
+        Route("/_emulator/hooks/{name}/stall", stall, methods=["POST"]),
         Route(f"{prefix}/updates", inject, methods=["POST"]),
         Route(f"{prefix}/sent", sent),
         Route(f"{prefix}/stats", stats),

@@ -130,6 +130,11 @@ class Emulator:
         """What other services' webhooks POSTed to /_emulator/hooks/{name} (an alert channel)."""
         return httpx.get(f"{self.url}/_emulator/hooks/{name}", timeout=5).json()
 
+    def stall_hook(self, name: str, seconds: float, times: int = 1) -> None:
+        """The next `times` POSTs to /_emulator/hooks/{name} are answered `seconds` late."""
+        httpx.post(f"{self.url}/_emulator/hooks/{name}/stall", json={"seconds": seconds, "times": times},
+                   timeout=5).raise_for_status()
+
     def flood(self, bot_id: str, **spec) -> dict:
         if spec:
             return httpx.post(f"{self.url}/_emulator/bots/{bot_id}/flood", json=spec, timeout=5).json()

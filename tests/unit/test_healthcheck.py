@@ -29,6 +29,7 @@ from healthcheck.policy import HealPolicy
 from healthcheck.sidecar import Sidecar
 from services.common.probes import Probe
 from services.common.verdict import STALE_AFTER_S
+from tests.unit.conftest import wait_until
 
 START = 1_000_000.0  # the conftest clock's epoch: every program below was started then
 PROGRAMS = ("mongodb", "api", "web", "bot", "healthcheck")
@@ -1100,7 +1101,6 @@ def test_event_recorded_into_a_full_queue_while_insert_many_runs_is_not_lost():
 
 def test_writer_thread_writes_events_once_mongodb_answers(monkeypatch):
     import healthcheck.events as events_module
-    from tests.unit.conftest import wait_until
 
     monkeypatch.setattr(events_module, "RETRY_S", 0.01)
     coll = FakeCollection()
@@ -1384,6 +1384,44 @@ def test_at_the_sidecars_stop_the_counted_events_are_told_not_dropped(sup, make,
     sidecar.alerts.close(timeout_s=5)
     assert len(first) == 1 and len(sent) == 2, list(sent)
     assert sent[-1].startswith("botstack: 2 more of the same in the last 5 min; the last one: bot died")
+
+
+def test_alerts_a_killed_sidecar_left_waiting_are_sent_late_by_the_next_one(clock, tmp_path):
+    """The sidecar is killed (its watchdog's SIGKILL) while one alert is being delivered, one
+    waits behind it and one more crash is counted into a group: the next sidecar sends the one
+    that waited, marked late, and the group's summary when it is due; the one being delivered
+    (its child process finishes it) is not sent again."""
+    spool, taken, stuck = tmp_path / "alerts.json", [], threading.Event()
+
+    def delivering(text: str) -> None:  # the first sidecar's lane: still delivering when it dies
+        taken.append(text)
+        stuck.wait()
+
+    first = Alerts(delivering, group_s=300, clock=clock, spool=spool)
+    first.event("bot:restart", "bot died (1)")
+    wait_until(lambda: taken, what="the first alert taken")
+    first.event("web:restart", "web died (1)")
+    first.event("bot:restart", "bot died (2)")
+    # the first sidecar is SIGKILLed here: nothing of it runs again
+    sent = Sent()
+    second = Alerts(sent, group_s=300, clock=clock, spool=spool)
+    assert re.fullmatch(r"botstack: web died \(1\) \(sent late: queued by \d\d:\d\d:\d\d UTC by a sidecar that "
+                        r"stopped first\)", wait_sent(sent, 1)[0]), list(sent)
+    clock.advance(300)
+    second.tick()
+    assert wait_sent(sent, 2)[1] == "botstack: 1 more of the same in the last 5 min; the last one: bot died (2)"
+    assert taken == ["botstack: bot died (1)"] and len(sent) == 2, "an alert sent twice"
+    assert json.loads(spool.read_text()) == {"lanes": [[]], "groups": {}}
+
+
+def test_an_unreadable_alert_spool_is_said_and_alerts_go_on(clock, tmp_path, caplog):
+    spool = tmp_path / "alerts.json"
+    spool.write_text("{not json")
+    sent = Sent()
+    alerts = Alerts(sent, group_s=300, clock=clock, spool=spool)
+    alerts.event("bot:restart", "bot died")
+    assert wait_sent(sent, 1) == ["botstack: bot died"]
+    assert "alerts a predecessor left are lost" in caplog.text
 
 
 def test_alerts_never_carry_a_token():
