@@ -93,6 +93,14 @@ def bot_id(token: str) -> str:
     return token.split(":")[0]
 
 
+def answered_with_notes(stack, emulator, bot: str, ids: list[int]) -> tuple[int, list[int]]:
+    """Once every update is answered (60 s at most): the replies sent twice, and how many notes
+    each user who sent /remember has (1 each when nothing was lost or stored twice)."""
+    repeated = sum(n - 1 for n in all_answered(emulator, bot, ids, 60).values())
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    return repeated, notes
+
+
 def test_hung_sidecar_is_healed(start_stack, emulator):
     """SIGSTOP the sidecar while users keep writing: a new sidecar within 15 s, nothing else
     restarted, and every update sent meanwhile answered, its note stored exactly once."""
@@ -109,8 +117,7 @@ def test_hung_sidecar_is_healed(start_stack, emulator):
 
     wait_until(replaced, 20, "a new sidecar process", interval_s=0.2)
     healed = time.monotonic() - t0
-    repeated = sum(n - 1 for n in all_answered(emulator, bot_id(token), ids, 60).values())
-    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    repeated, notes = answered_with_notes(stack, emulator, bot_id(token), ids)
     figure(f"hung sidecar (SIGSTOP): a new sidecar after {healed:.1f} s; {len(ids)} updates sent around it, "
            f"all answered, {repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users")
     assert healed <= 15
@@ -144,8 +151,7 @@ def test_a_crash_while_the_sidecar_hangs_is_told_by_the_next_one(start_stack, em
     assert stack.programs()["healthcheck"]["pid"] != sidecar
     wait_until(lambda: stack.db("db.health_events.count_documents({'program': 'bot', 'cause': 'crash'})") == 1,
                30, "the crash recorded in health_events")
-    repeated = sum(n - 1 for n in all_answered(emulator, bot_id(token), ids, 60).values())
-    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    repeated, notes = answered_with_notes(stack, emulator, bot_id(token), ids)
     figure(f"crash while the sidecar hangs: told {told_s:.1f} s after the kill by the next sidecar; "
            f"{len(ids)} updates sent around it, all answered, {repeated} replies sent twice, "
            f"notes {sum(notes)} in {len(notes)} users")
@@ -190,8 +196,7 @@ def test_alerts_waiting_when_the_hung_sidecar_is_killed_are_sent_by_the_next_one
     assert not [m for m in said("bot") if "(sent late" in m], "the alert being delivered at the kill sent twice"
     delivered = wait_until(lambda: said("bot"), 30, "the bot's alert, finished by its notifier", interval_s=0.5)
     assert len(delivered) == 1, delivered
-    repeated = sum(n - 1 for n in all_answered(emulator, bot_id(token), ids, 60).values())
-    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    repeated, notes = answered_with_notes(stack, emulator, bot_id(token), ids)
     figure(f"alerts at a watchdog kill (slow channel, 12 s): the waiting one sent late by the next sidecar "
            f"{late_s:.1f} s after the first crash, the one being delivered once; {len(ids)} updates, all "
            f"answered, {repeated} replies sent twice, notes {sum(notes)} in {len(notes)} users")
