@@ -379,10 +379,14 @@ class Sidecar:
         return self.verdict_path.with_name("restarting.json")
 
     def _stopped_to_restart(self) -> set[str]:
-        if self._restarting is None:  # a predecessor's, read once
+        """A predecessor's marks, read once; of this supervisord's life only: a program an
+        operator stops after a `docker restart` was not stopped by a sidecar of the last life."""
+        if self._restarting is None:
             try:
-                self._restarting = set(json.loads(self._restarts_path().read_text()))
-            except (OSError, ValueError):
+                marks = json.loads(self._restarts_path().read_text())
+                same_life = self.supervisord_life and marks["supervisord_life"] == self.supervisord_life
+                self._restarting = set(marks["programs"]) if same_life else set()
+            except (OSError, ValueError, KeyError, TypeError):
                 self._restarting = set()
         return self._restarting
 
@@ -391,7 +395,7 @@ class Sidecar:
         names.add(name) if stopping else names.discard(name)
         tmp = self._restarts_path().with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps(sorted(names)))
+            tmp.write_text(json.dumps({"supervisord_life": self.supervisord_life, "programs": sorted(names)}))
             os.replace(tmp, self._restarts_path())
         except OSError as exc:  # this sidecar still starts it; only a successor would not know
             log.warning("%s not written: %s", self._restarts_path(), exc)

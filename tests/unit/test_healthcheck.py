@@ -900,7 +900,27 @@ def test_a_sidecar_replaced_mid_restart_starts_the_program_again(sup, make, cloc
     verdict = run_for(second, 5.0)
     assert sup.actions() == [("stopProcess", "web"), ("startProcess", "web")]
     assert sup.programs["web"].statename == "RUNNING" and verdict["status"] == "healthy", verdict
-    assert json.loads((second.verdict_path.with_name("restarting.json")).read_text()) == []
+    assert json.loads((second.verdict_path.with_name("restarting.json")).read_text())["programs"] == []
+
+
+def test_a_restart_mark_of_another_supervisord_life_is_not_taken(sup, make, clock):
+    """Stopped above its ceiling, then the container restarted (the run folder kept): the new
+    life's sidecar leaves alone a program an operator stops, whatever the old mark says."""
+    clock.advance(60)
+    sup.stop_takes["web"] = 10.0
+    mib = [100.0]
+    first = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=leaking(sup, "web", mib),
+                 supervisord_life="1:4242")
+    run_for(first, 2.0)
+    mib[0] = 400.0
+    run_for(first, 2.0)
+    assert sup.actions() == [("stopProcess", "web")]
+    clock.advance(15.0)  # a new container life: the operator's web is STOPPED
+    second = make(healthy_probes(), memory_ceilings=(("web", 200),), resident_mib=lambda pid: 100.0,
+                  supervisord_life="1:9999")
+    verdict = run_for(second, 5.0)
+    assert sup.actions() == [("stopProcess", "web")] and sup.programs["web"].statename == "STOPPED"
+    assert "web: stopped by an operator" in verdict["reasons"], verdict
 
 
 def test_a_ceiling_below_what_a_program_needs_to_run_is_said_not_a_restart_loop(sup, make, clock):
