@@ -23,11 +23,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 
-from healthcheck.child import run_child
+from healthcheck.child import Killed, run_child
 
 TIMEOUT_S = 120.0  # the whole delivery, retries included; then the child is killed
 HTTP_TIMEOUT_S = 10.0
 TELEGRAM_ATTEMPTS = 5
+KILLED_RETRY_S = 2.0  # a notifier the kernel killed is run again after this: what else it killed is freed by then
 TITLE = "botstack"
 
 
@@ -91,7 +92,12 @@ class NotifierProcess:
         self.timeout_s = timeout_s
 
     def __call__(self, text: str) -> None:
-        run_child("healthcheck.notify", json.dumps({"text": text, "channels": asdict(self.channels)}), self.timeout_s)
+        payload = json.dumps({"text": text, "channels": asdict(self.channels)})
+        try:
+            run_child("healthcheck.notify", payload, self.timeout_s)
+        except Killed:  # the kernel's OOM killer (helpers go first): once more, the memory freed by then
+            time.sleep(KILLED_RETRY_S)
+            run_child("healthcheck.notify", payload, self.timeout_s)
 
 
 def lanes(channels: Channels) -> list[NotifierProcess]:
@@ -164,6 +170,9 @@ def main() -> int:
     import logging
 
     from services.common.logs import redact
+    from services.common.oom import volunteer
+
+    volunteer("helper")  # before httpx and apprise: taken by the kernel, the notifier tries once more
 
     logging.getLogger("apprise").addHandler(logging.NullHandler())  # its reasons are captured per URL
     request = json.load(sys.stdin)

@@ -447,7 +447,7 @@ def test_a_leak_is_killed_not_the_database_and_loses_nothing(start_stack, emulat
     pids = {name: info["pid"] for name, info in before.items()}
     adj = {name: stack.exec(["cat", f"/proc/{pid}/oom_score_adj"])[1].strip() for name, pid in pids.items()}
     adj["supervisord"] = stack.exec(["cat", "/proc/1/oom_score_adj"])[1].strip()
-    assert adj == {"mongodb": "0", "api": "500", "web": "500", "bot": "500", "healthcheck": "0",
+    assert adj == {"mongodb": "0", "api": "500", "web": "500", "bot": "600", "healthcheck": "0",
                    "supervisord": "0"}, adj
 
     ids, hogs = [], []

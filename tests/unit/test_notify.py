@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from healthcheck.alerts import Alerts
+from healthcheck.child import Killed, run_child
 from healthcheck.notify import Channels, NotifierProcess, lanes, split_urls
 from services.common.logs import redact
 from services.emulator.inprocess import serve_in_thread
@@ -139,6 +140,34 @@ def test_a_refused_alert_is_one_log_line_naming_the_channel(emulator, caplog):
     alerts.event("bot:fatal", "bot: EXITED with 78")
     alerts.drain(30)
     assert [r.getMessage() for r in caplog.records] == [f"alert not delivered: telegram chat {ADMIN}: 401 Unauthorized"]
+
+
+def test_a_child_ended_by_a_signal_is_said_to_be_killed(tmp_path, monkeypatch):
+    (tmp_path / "taken_by_the_kernel.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with pytest.raises(Killed, match="killed by signal 9"):
+        run_child("taken_by_the_kernel", "{}", 30)
+
+
+def test_a_notifier_the_kernel_killed_is_run_once_more_and_the_alert_delivered_once(emulator, monkeypatch):
+    """Helpers go first when the container runs out of memory (services/common/oom.py): the
+    notifier taken by the kernel is run again, and the alert arrives."""
+    url, control = emulator
+    calls = []
+
+    def first_one_killed(module: str, payload: str, timeout_s: float) -> None:
+        calls.append(module)
+        if len(calls) == 1:
+            raise Killed("killed by signal 9")
+        run_child(module, payload, timeout_s)
+
+    monkeypatch.setattr("healthcheck.notify.run_child", first_one_killed)
+    monkeypatch.setattr("healthcheck.notify.KILLED_RETRY_S", 0.01)
+    hook = f"json://{url.split('://')[1]}/_emulator/hooks/killed"
+    NotifierProcess(Channels(urls=[hook]))("bot died (killed by the kernel: out of memory)")
+    assert calls == ["healthcheck.notify"] * 2
+    assert [h["message"] for h in control.get("/_emulator/hooks/killed").json()] == [
+        "bot died (killed by the kernel: out of memory)"]
 
 
 def test_alert_urls_are_split_as_apprise_reads_them():

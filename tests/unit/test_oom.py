@@ -7,15 +7,21 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from services.common.oom import OOM_SCORE_ADJ, limit_mib, oom_kills
+from services.common.oom import limit_mib, oom_kills
+
+
+def volunteered(program: str) -> list[str]:
+    """The oom_score_adj of a process that volunteered as `program`, and of its child."""
+    return subprocess.run(
+        [sys.executable, "-c", f"import os; from services.common.oom import volunteer; volunteer({program!r}); "
+         "print(open('/proc/self/oom_score_adj').read().strip()); os.system('cat /proc/self/oom_score_adj')"],
+        capture_output=True, text=True, timeout=30, check=True).stdout.split()
 
 
 def test_a_program_that_volunteers_is_the_kernels_first_choice_and_its_children_too():
-    child = subprocess.run(
-        [sys.executable, "-c", "import os; from services.common.oom import volunteer; volunteer('bot'); "
-         "print(open('/proc/self/oom_score_adj').read().strip()); os.system('cat /proc/self/oom_score_adj')"],
-        capture_output=True, text=True, timeout=30, check=True)
-    assert child.stdout.split() == [str(OOM_SCORE_ADJ)] * 2
+    assert volunteered("bot") == ["600", "600"], "the bot goes first: killed, it loses nothing"
+    assert volunteered("api") == volunteered("web") == ["500", "500"]
+    assert volunteered("helper") == ["1000", "1000"], "the sidecar's helpers go before any program"
     assert open("/proc/self/oom_score_adj").read().strip() == "0", "only the program that asked"
 
 
