@@ -604,7 +604,7 @@ def process_life(pid: int) -> str:
         stat = Path(f"/proc/{pid}/stat").read_text()
         return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, starttime
     except (OSError, IndexError):
-        return ""  # unknown: no verdict is taken for this life's
+        return ""  # unknown: no predecessor's verdict or mark is trusted
 
 
 def _duration(seconds: float) -> str:
