@@ -7,8 +7,9 @@ programs from the same `app` image as four containers under Compose, each with a
 HEALTHCHECK (interval 5 s, 3 retries), `restart: unless-stopped`, and an autoheal-equivalent
 watcher (docker-autoheal's logic, run as its image runs it: a shell loop with curl and jq that
 every 5 s restarts unhealthy containers; its image cannot be pulled here, so this one is built
-from bench/vs_compose/Dockerfile). botstack is one container of the offline test image. Both talk to a Bot API
-emulator of their own and to the same kind of database (offline: the FerretDB stand-in).
+from bench/vs_compose/Dockerfile). botstack is one container of the offline test image. Both
+talk to a Bot API emulator of their own and to the same kind of database (offline: the FerretDB
+stand-in).
 
 Measured for each, --runs times, reported as medians and ratios (usual / botstack):
 - time from SIGKILL, and from SIGSTOP, of each of api, web, bot and the database until that

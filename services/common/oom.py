@@ -24,13 +24,12 @@ log = logging.getLogger("botstack.oom")
 # Added to the kernel's score (0-1000 for the share of memory a process holds): a program is
 # taken before mongod unless mongod holds half the container's memory more than it does. Among
 # them the bot goes first (a tenth of the limit more): killed, it loses nothing (the inbox hands
-# its updates over again) where the api drops the requests in flight; and a leaking bot just
-# restarted, still small while it handles its updates again, must not get the api killed for it
-# (CI once saw that: the api, 60 MiB, taken 0.7 s after a bot's restart, when all three had 500).
+# its updates over again), where the api drops the requests in flight.
 # Before any program: the sidecar's short-lived helpers (an alert's notifier, the events
-# writer). They start right after a crash, while the memory that got a program killed is still
-# being freed, and their work is done again if the kernel takes one (CI saw the api killed 3 ms
-# after the leaking bot, while three helpers, 25-35 MiB each, were starting with the sidecar's 0).
+# writer). They start right after a crash, while memory is short, and the kernel may take a
+# second process before the first one's memory is released (CI saw the api killed within 30 ms
+# of the leaking bot, dmesg here 3 ms after it, while three helpers of 25-35 MiB were starting
+# with the sidecar's 0); their work is done again if the kernel takes one.
 OOM_SCORE_ADJ = {"bot": 600, "helper": 1000}
 OOM_SCORE_ADJ_DEFAULT = 500
 # The container's own cgroup: v2 first, then v1 (Docker on older hosts).
