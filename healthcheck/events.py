@@ -142,9 +142,6 @@ def write(docs: list[dict]) -> None:
 
 
 if __name__ == "__main__":
-    from services.common.oom import volunteer
-
-    volunteer("helper")  # the events stay queued in the sidecar and are written again
     try:
         write(json.load(sys.stdin))
     except Exception as exc:

@@ -170,9 +170,6 @@ def main() -> int:
     import logging
 
     from services.common.logs import redact
-    from services.common.oom import volunteer
-
-    volunteer("helper")  # before httpx and apprise: taken by the kernel, the notifier tries once more
 
     logging.getLogger("apprise").addHandler(logging.NullHandler())  # its reasons are captured per URL
     request = json.load(sys.stdin)

@@ -25,13 +25,14 @@ log = logging.getLogger("botstack.oom")
 # taken before mongod unless mongod holds half the container's memory more than it does. Among
 # them the bot goes first (a tenth of the limit more): killed, it loses nothing (the inbox hands
 # its updates over again), where the api drops the requests in flight.
-# Before any program: the sidecar's short-lived helpers (an alert's notifier, the events
-# writer). They start right after a crash, while memory is short, and the kernel may take a
-# second process before the first one's memory is released (CI saw the api killed within 30 ms
-# of the leaking bot, dmesg here 3 ms after it, while three helpers of 25-35 MiB were starting
-# with the sidecar's 0); their work is done again if the kernel takes one.
-OOM_SCORE_ADJ = {"bot": 600, "helper": 1000}
+OOM_SCORE_ADJ = {"bot": 600}
 OOM_SCORE_ADJ_DEFAULT = 500
+# Before any program: the sidecar's short-lived helpers (an alert's notifier, the events
+# writer), from their first instruction. They start right after a crash, while memory is short,
+# and the kernel may take a second process before the first one's memory is released: dmesg
+# here showed the api killed 4 ms after the leaking bot while three helpers, still starting with
+# the sidecar's 0, were the other candidates. Their work is done again if the kernel takes one.
+HELPER_OOM_SCORE_ADJ = 1000
 # The container's own cgroup: v2 first, then v1 (Docker on older hosts).
 EVENTS = (Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control"))
 LIMITS = (Path("/sys/fs/cgroup/memory.max"), Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
@@ -43,6 +44,15 @@ def volunteer(program: str, proc_file: Path = Path("/proc/self/oom_score_adj")) 
         proc_file.write_text(f"{OOM_SCORE_ADJ.get(program, OOM_SCORE_ADJ_DEFAULT)}\n")
     except OSError as exc:  # not Linux, or a sandbox that forbids it: the kernel's default then
         log.info("%s: oom_score_adj not raised (%s); the kernel picks the largest process", program, exc)
+
+
+def helper_command(argv: list[str]) -> list[str]:
+    """`argv` run as a helper: util-linux's choom sets HELPER_OOM_SCORE_ADJ and execs it, so the
+    interpreter's start counts too (a volunteer() in the helper would come after it)."""
+    import shutil
+
+    choom = shutil.which("choom")
+    return [choom, "-n", str(HELPER_OOM_SCORE_ADJ), "--", *argv] if choom else argv
 
 
 def oom_kills(files: tuple[Path, ...] = EVENTS) -> int | None:
