@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from services.common.logs import redact
+from services.common.runfiles import write_json
 
 log = logging.getLogger("botstack.healthcheck.alerts")
 
@@ -156,10 +156,8 @@ class Alerts:
         with self._lock:
             state = {"lanes": [list(lane.waiting) for lane in self._lanes],
                      "groups": {key: asdict(group) for key, group in self._groups.items()}}
-            tmp = self.spool.with_suffix(".tmp")
             try:
-                tmp.write_text(json.dumps(state))
-                os.replace(tmp, self.spool)
+                write_json(self.spool, state)
             except OSError as exc:  # alerts still go out; only a successor would not know of them
                 log.warning("%s not written: %s", self.spool, exc)
 

@@ -45,6 +45,7 @@ from healthcheck.events import Event, EventLog
 from healthcheck.policy import Backoff, HealPolicy
 from services.common import oom
 from services.common.probes import Probe
+from services.common.runfiles import write_json
 
 log = logging.getLogger("botstack.healthcheck")
 
@@ -142,11 +143,21 @@ class Sidecar:
         """What the sidecar before this one last saw running, read before this one's first
         verdict replaces it: a program with another pid now exited while no sidecar watched."""
         try:
-            verdict = json.loads(self.verdict_path.read_text())
-            if self.supervisord_life and verdict.get("supervisord_life") == self.supervisord_life:
-                self._predecessor_pids = {name: int(view["pid"]) for name, view in verdict["programs"].items()}
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            programs = self._predecessors(self.verdict_path).get("programs", {})
+            self._predecessor_pids = {name: int(view["pid"]) for name, view in programs.items()}
+        except (KeyError, TypeError, ValueError, AttributeError):  # a verdict written by hand
             pass
+
+    def _predecessors(self, path: Path) -> dict:
+        """A file a predecessor wrote under this supervisord, or {}: the run folder outlives
+        `docker restart`, and what another life wrote says nothing about the processes now."""
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        same_life = isinstance(data, dict) and self.supervisord_life \
+            and data.get("supervisord_life") == self.supervisord_life
+        return data if same_life else {}
 
     # --- one pass -------------------------------------------------------------------
     def beat(self) -> None:
@@ -379,24 +390,20 @@ class Sidecar:
         return self.verdict_path.with_name("restarting.json")
 
     def _stopped_to_restart(self) -> set[str]:
-        """A predecessor's marks, read once; of this supervisord's life only: a program an
-        operator stops after a `docker restart` was not stopped by a sidecar of the last life."""
+        """A predecessor's marks, read once (of this supervisord's life only: a program an
+        operator stops after a `docker restart` was not stopped by a sidecar of the last life)."""
         if self._restarting is None:
             try:
-                marks = json.loads(self._restarts_path().read_text())
-                same_life = self.supervisord_life and marks["supervisord_life"] == self.supervisord_life
-                self._restarting = set(marks["programs"]) if same_life else set()
-            except (OSError, ValueError, KeyError, TypeError):
+                self._restarting = set(self._predecessors(self._restarts_path()).get("programs", []))
+            except TypeError:  # a mark written by hand
                 self._restarting = set()
         return self._restarting
 
     def _mark_stopped_to_restart(self, name: str, stopping: bool) -> None:
         names = self._stopped_to_restart()
         names.add(name) if stopping else names.discard(name)
-        tmp = self._restarts_path().with_suffix(".tmp")
         try:
-            tmp.write_text(json.dumps({"supervisord_life": self.supervisord_life, "programs": sorted(names)}))
-            os.replace(tmp, self._restarts_path())
+            write_json(self._restarts_path(), {"supervisord_life": self.supervisord_life, "programs": sorted(names)})
         except OSError as exc:  # this sidecar still starts it; only a successor would not know
             log.warning("%s not written: %s", self._restarts_path(), exc)
 
@@ -586,9 +593,7 @@ class Sidecar:
         return view
 
     def _publish(self, verdict: dict) -> dict:
-        tmp = self.verdict_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(verdict))
-        os.replace(tmp, self.verdict_path)
+        write_json(self.verdict_path, verdict)
         return verdict
 
     def runforever(self, should_stop: Callable[[], bool] = lambda: False) -> None:

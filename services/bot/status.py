@@ -4,10 +4,11 @@ directory. A standby instance (another one holds the polling lease) is healthy, 
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+from services.common.runfiles import write_json
 
 
 @dataclass
@@ -54,10 +55,7 @@ class BotStatus:
         self.set(conflicts=self.conflicts + 1, last_conflict=time.time())
 
     def write(self) -> None:
-        data = {k: v for k, v in asdict(self).items() if k != "path"}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.path)
+        write_json(self.path, {k: v for k, v in asdict(self).items() if k != "path"})
 
 
 def read_status(run_dir: str) -> dict | None:

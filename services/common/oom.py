@@ -6,8 +6,7 @@ most memory, which is mongod (its cache) more often than the handler that leaks.
 killed mid-write replays its journal while every program waits for it. The api, web and bot are
 restarted by supervisord within a second and lose nothing (the inbox hands a killed bot's
 updates over again), so each of them asks to go first, the bot before the others (`volunteer`,
-at its start): a process
-may raise its own oom_score_adj, only privileges lower it. mongod, supervisord and the health
+at its start): a process may raise its own oom_score_adj, only privileges lower it. mongod, supervisord and the health
 sidecar keep 0, and the kernel takes a leaking program instead of them.
 
 supervisord sees only a SIGKILL; the sidecar reads the container's OOM-kill count
