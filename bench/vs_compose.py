@@ -18,7 +18,8 @@ Measured for each, --runs times, reported as medians and ratios (usual / botstac
 - cold start: start → the API ready, the dashboard answering and the bot replying;
 - total memory of every process once healthy, read from the host (RSS, and PSS: shared pages
   divided among the processes that map them; health checks' short-lived processes left out),
-  also with each container's runtime shim, and image sizes;
+  also with each container's runtime shim; and exactly: the physical pages all of them hold,
+  each counted once; and image sizes;
 - `docker stop` (botstack) vs `docker compose stop` (the usual setup).
 
 Needs the images the integration tests build (`pytest -m integration` first, default tag
@@ -32,6 +33,7 @@ import json
 import os
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -60,6 +62,7 @@ WATCHER = f"botstack:{TAG}-bench-autoheal"
 PROGRAMS = ("api", "web", "bot", "db")
 SIGNALS = ("KILL", "STOP")
 DEADLINE_S = 180
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def token() -> str:
@@ -84,31 +87,69 @@ def _used_mib(pid: int) -> dict[str, float]:
     return used
 
 
+def _pages(pid: int) -> set[int]:
+    """The physical pages a process has in memory (page frame numbers, from /proc/PID/pagemap:
+    needs root, which the benchmark has on the host)."""
+    frames = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            span, *rest = line.split()
+            if rest[-1] == "[vsyscall]":  # the kernel's, not in the pagemap
+                continue
+            low, high = (int(address, 16) for address in span.split("-"))
+            pagemap.seek(low // PAGE * 8)
+            for (entry,) in struct.iter_unpack("<Q", pagemap.read((high - low) // PAGE * 8)):
+                if entry >> 63:  # present
+                    frames.add(entry & (1 << 55) - 1)
+    return frames
+
+
 def _parent(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
 
 
-def container_mib(container_pid: int) -> dict[str, float]:
-    """The memory of a container's processes (those in its first process's PID namespace), read
-    from the host, and also with its runtime shim (containerd-shim-runc-v2, one per container, the
-    parent of its first process): part of what each container costs the machine. A process the
-    shim started besides the first one is a `docker exec` (a health check's, short-lived) and not
-    counted: it is the same kind of cost in both setups, and a sample would catch it or not."""
+def container_pids(container_pid: int) -> tuple[list[int], int]:
+    """A container's processes (those in its first process's PID namespace) and its runtime shim
+    (containerd-shim-runc-v2, one per container, the parent of its first process: part of what
+    each container costs the machine). A process the shim started besides the first one is a
+    `docker exec` (a health check's, short-lived) and not counted: it is the same kind of cost in
+    both setups, and a sample would catch it or not."""
     namespace = os.readlink(f"/proc/{container_pid}/ns/pid")
     shim = _parent(container_pid)
-    inside: dict[str, float] = {}
+    inside = []
     for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
         try:
             if os.readlink(f"/proc/{pid}/ns/pid") == namespace and (pid == container_pid or _parent(pid) != shim):
-                inside = add(inside, _used_mib(pid))
+                inside.append(pid)
         except OSError:  # gone meanwhile
             continue
-    return {**inside, **{f"{k}+shim": v for k, v in add(inside, _used_mib(shim)).items()}}
+    return inside, shim
 
 
-def add(total: dict[str, float], more: dict[str, float]) -> dict[str, float]:
-    return {k: total.get(k, 0.0) + more[k] for k in more}
+def memory_mib(first_pids: list[int]) -> dict[str, float]:
+    """The memory of the containers whose first processes are `first_pids`, read from the host: summed RSS and PSS (shared
+    pages divided among the processes that map them, wherever those run), each also with the
+    containers' shims; and the exact count: the physical pages the processes and shims hold,
+    each counted once however many of them map it (what this setup alone would occupy)."""
+    processes, shims = [], []
+    for pid in first_pids:
+        inside, shim = container_pids(pid)
+        processes += inside
+        shims.append(shim)
+    used = dict.fromkeys(("rss", "pss", "rss+shim", "pss+shim"), 0.0)
+    frames: set[int] = set()
+    for pid in processes + shims:
+        try:
+            more, pages = _used_mib(pid), _pages(pid)
+        except OSError:  # gone meanwhile
+            continue
+        frames |= pages
+        for key, value in more.items():
+            used[f"{key}+shim"] += value
+            if pid not in shims:
+                used[key] += value
+    return {**used, "distinct+shim": len(frames) * PAGE / 2**20}
 
 
 def all_answer(setup) -> bool:
@@ -157,7 +198,7 @@ class Botstack:
     def memory_mib(self) -> dict[str, float]:
         wrapped = self.container.get_wrapped_container()
         wrapped.reload()
-        return container_mib(wrapped.attrs["State"]["Pid"])
+        return memory_mib([wrapped.attrs["State"]["Pid"]])
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -224,12 +265,11 @@ class Usual:
         os.kill(self.container(program).attrs["State"]["Pid"], getattr(signal, f"SIG{sig}"))
 
     def memory_mib(self) -> dict[str, float]:
-        total: dict[str, float] = {}
-        for service in (*PROGRAMS, "autoheal"):
-            used = container_mib(self.container(service).attrs["State"]["Pid"])
+        pids = [self.container(service).attrs["State"]["Pid"] for service in (*PROGRAMS, "autoheal")]
+        for service, pid in zip((*PROGRAMS, "autoheal"), pids):
+            used = memory_mib([pid])
             print(f"usual: {service} " + ", ".join(f"{k} {v:.1f}" for k, v in used.items()) + " MiB", flush=True)
-            total = add(total, used)
-        return total
+        return memory_mib(pids)
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -292,12 +332,12 @@ def main() -> None:
     rows += [("cold start", median(b["cold_start_s"]), median(u["cold_start_s"])),
              ("stop", median(b["stop_s"]), median(u["stop_s"]))]
     print(f"\n{args.runs} runs each, medians; ratio = usual / botstack (above 1: botstack is faster)")
-    print(f"{'':<16} {'botstack':>10} {'usual':>10} {'ratio':>7}")
+    print(f"{'':<20} {'botstack':>10} {'usual':>10} {'ratio':>7}")
     for key, bv, uv in rows:
-        print(f"{key:<16} {bv:>9.1f}s {uv:>9.1f}s {uv / bv:>7.2f}")
-    for kind in ("rss", "pss", "rss+shim", "pss+shim"):
+        print(f"{key:<20} {bv:>9.1f}s {uv:>9.1f}s {uv / bv:>7.2f}")
+    for kind in ("rss", "pss", "rss+shim", "pss+shim", "distinct+shim"):
         bm, um = (median([m[kind] for m in r["memory_mib"]]) for r in (b, u))
-        print(f"{'memory ' + kind.upper():<16} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
+        print(f"{'memory ' + kind.upper():<20} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
     print(f"images: botstack (offline test image, with the stand-in mongod) {sizes[OFFLINE]:.0f} MB; "
           f"usual: app {sizes[APP]:.0f} MB for api/web/bot/watcher + a database image (offline: the same "
           f"{sizes[OFFLINE]:.0f} MB image; online it would be the official mongo image)")
