@@ -21,10 +21,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 from healthcheck.child import run_child
+from services.common.collections import HEALTH_EVENTS
 
 log = logging.getLogger("botstack.healthcheck")
 
-COLLECTION = "health_events"
+COLLECTION = HEALTH_EVENTS
 CAUSES = ("crash", "hang", "fatal", "memory")
 RETRY_S = 5.0  # after a failed write; doubled after each further failure, up to RETRY_MAX_S
 RETRY_MAX_S = 60.0

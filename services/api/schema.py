@@ -2,8 +2,7 @@
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-EVENTS = "events"
-AUDIT = "audit"
+from services.common.collections import AUDIT, EVENTS
 
 
 async def v1(db: AsyncDatabase) -> None:

@@ -57,13 +57,13 @@ from telegram import Update
 from telegram.error import BadRequest, InvalidToken, NetworkError, RetryAfter
 from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
+from services.common.collections import INBOX, INBOX_CLAIMS
 from services.common.db import DUPLICATE_KEY, already_stored, why
 from services.common.wait import wait_for_stop
 
 log = logging.getLogger("botstack.bot.inbox")
 
-COLLECTION = "inbox"
-TICKETS = "inbox_claims"
+COLLECTION, TICKETS = INBOX, INBOX_CLAIMS
 PENDING, CLAIMED, DONE, FAILED = "pending", "claimed", "done", "failed"
 RECOVER_EVERY_S = 2.0  # how often expired claims, due retries and exhausted updates are looked for
 SUSPECT_AFTER = 2  # abandoned this often: handled alone

@@ -25,7 +25,9 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
-COLLECTION = "bot_leases"
+from services.common.collections import LEASES
+
+COLLECTION = LEASES
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 TAKEOVER_SETTLE_S = 0.3  # far longer than a racing standby needs between its read and its write
 

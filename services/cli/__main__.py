@@ -15,6 +15,7 @@ import sys
 from datetime import timezone
 from pathlib import Path
 
+from services.common.collections import DEPLOYS
 from services.common.logs import redact
 from services.common.settings import settings_or_exit
 
@@ -150,7 +151,7 @@ def deploys(args) -> int:
 
     settings = settings_or_exit(PROGRAM)
     with make_sync_client(settings, "cli") as client:
-        collection = client[settings.mongodb_db]["deploys"]
+        collection = client[settings.mongodb_db][DEPLOYS]
         if args.action == "record":
             entry = json.loads(sys.stdin.read())
             entry["recorded_at"] = datetime.now(timezone.utc)

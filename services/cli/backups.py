@@ -1,7 +1,14 @@
 """`botstack backup` and `botstack restore`: a verified dump, and a restore that refuses a
 backup that does not verify, takes a safety backup of what is there, stops every writer (the
 bot, the API and the sidecar, which writes health events) until the database is whole, brings
-the indexes back with the data, and puts the safety backup back if the restore fails."""
+the indexes back with the data, and puts the safety backup back if the restore fails.
+
+A restore rolls the data back, not the platform's own state and history (KEPT): the inbox holds
+updates Telegram was told had arrived, and the backup's older inbox would drop those not yet
+handled (or hand back as new some handled since); the lease says who polls; the health events,
+the deploys and the admins' audit say what happened, which a rollback does not undo. Those the
+live database holds are kept as they are. Into a new database (none of them there) the backup's
+copies come in: a disaster recovery gets back the updates that were waiting."""
 
 from __future__ import annotations
 
@@ -15,12 +22,14 @@ from pymongo import MongoClient
 from pymongo.errors import OperationFailure
 
 from services.cli import archive
+from services.common.collections import AUDIT, DEPLOYS, HEALTH_EVENTS, INBOX, INBOX_CLAIMS, LEASES, READINESS
 from services.common.db import make_sync_client
 from services.common.logs import redact
 from services.common.settings import Settings
 from services.common.supervisor import rpc
 
 WRITERS = ("healthcheck", "bot", "api")  # stopped in this order during a restore, started in reverse
+KEPT = (INBOX, INBOX_CLAIMS, LEASES, READINESS, HEALTH_EVENTS, DEPLOYS, AUDIT)
 
 
 def _name(settings: Settings, suffix: str, label: str = "") -> str:
@@ -92,12 +101,13 @@ def restore(settings: Settings, path: Path, out=print) -> None:
         supervisor.stopProcess(name)
         out(f"stopped {name}")
     try:
+        kept = _live(settings, out)
         try:
-            _restore(settings, path)
+            _restore(settings, path, kept)
         except Exception as exc:
             out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
                 f"putting back the database as it was ({safety.name})")
-            _restore(settings, safety)
+            _restore(settings, safety, kept)
             out(f"the database is as it was before the restore ({safety.name})")
             raise
         out(f"restored {path.name} in {time.monotonic() - t0:.1f} s (indexes included)")
@@ -107,28 +117,45 @@ def restore(settings: Settings, path: Path, out=print) -> None:
             out(f"started {name}")
 
 
-def _restore(settings: Settings, path: Path) -> None:
-    if path.name.endswith(".mongodump.gz"):
-        _tool("mongorestore", f"--uri={settings.mongodb_uri}", f"--archive={path}", "--gzip", "--drop", "--quiet")
-    else:
-        _restore_archive(settings, path)
-
-
-def _restore_archive(settings: Settings, path: Path) -> None:
-    """Drop what the backup holds, recreate each collection's indexes (so the unique ones
-    guard the data as it goes in), then insert the documents."""
+def _live(settings: Settings, out) -> set[str]:
+    """The KEPT collections the live database holds documents in (the writers are stopped)."""
     with _client(settings) as client:
         db = client[settings.mongodb_db]
-        for name in archive.collections(path):
+        kept = {name for name in KEPT if db[name].find_one({}, {"_id": 1}) is not None}
+        if INBOX in kept:
+            waiting = db[INBOX].count_documents({"state": {"$in": ["pending", "claimed"]}})  # not yet handled
+            out(f"kept the live inbox ({waiting} update{'s' * (waiting != 1)} waiting)")
+    if kept - {INBOX}:
+        out(f"kept as they are: {', '.join(sorted(kept - {INBOX}))}")
+    return kept
+
+
+def _restore(settings: Settings, path: Path, kept: set[str]) -> None:
+    if path.name.endswith(".mongodump.gz"):
+        _tool("mongorestore", f"--uri={settings.mongodb_uri}", f"--archive={path}", "--gzip", "--drop", "--quiet",
+              *(f"--nsExclude={settings.mongodb_db}.{name}" for name in sorted(kept)))
+    else:
+        _restore_archive(settings, path, kept)
+
+
+def _restore_archive(settings: Settings, path: Path, kept: set[str]) -> None:
+    """Drop what the backup holds (but the kept collections), recreate each collection's indexes
+    (so the unique ones guard the data as it goes in), then insert the documents."""
+    with _client(settings) as client:
+        db = client[settings.mongodb_db]
+        names = [name for name in archive.collections(path) if name not in kept]
+        for name in names:
             db.drop_collection(name)
         definitions = archive.indexes(path)
-        for name in archive.collections(path):
+        for name in names:
             db.create_collection(name)
             for spec in definitions.get(name, []):
                 _create_index(db[name], spec)
         batch: list[dict] = []
         current = None
         for collection, doc in archive.read(path):
+            if collection in kept:
+                continue
             if collection != current and batch:
                 db[current].insert_many(batch)
                 batch = []

@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ConnectionFailure
 
+from services.common.collections import READINESS
 from services.common.settings import Settings
 
 
@@ -59,7 +60,6 @@ async def ping(client: AsyncMongoClient, timeout_s: float) -> None:
     await asyncio.wait_for(client.admin.command("ping"), timeout=timeout_s)
 
 
-READINESS = "readiness"  # one document per program, rewritten by each readiness check
 
 
 async def take_a_write(db: AsyncDatabase, program: str, timeout_s: float) -> None:

@@ -23,6 +23,7 @@ from starlette.middleware.sessions import SessionMiddleware
 
 from services.common.bodylimit import BodyLimit
 from services.common.buildinfo import build_info
+from services.common.collections import AUDIT, DEPLOYS, HEALTH_EVENTS
 from services.common.db import make_sync_client
 from services.common.extensions import hooks
 from services.common.http import identity_router
@@ -37,7 +38,6 @@ PROGRAM = "web"
 log = logging.getLogger(__name__)
 MAX_FORM_BYTES = 16 * 1024
 RESTARTABLE = ("bot", "api", "mongodb")
-AUDIT = "audit"
 
 
 def create_app() -> FastAPI:
@@ -148,9 +148,9 @@ def create_app() -> FastAPI:
 
         def load():
             since = now - span
-            health = list(db["health_events"].find({"time": {"$gte": since}}).sort("time", -1).limit(2000))
+            health = list(db[HEALTH_EVENTS].find({"time": {"$gte": since}}).sort("time", -1).limit(2000))
             actions = list(db[AUDIT].find({"at": {"$gte": since}}).sort("at", -1).limit(500))
-            deploys = list(db["deploys"].find({"recorded_at": {"$gte": since}}).limit(200))
+            deploys = list(db[DEPLOYS].find({"recorded_at": {"$gte": since}}).limit(200))
             return timeline.events_from(health, actions, deploys)
 
         try:
@@ -180,7 +180,7 @@ def create_app() -> FastAPI:
 
         def load():
             return (listing(settings), list(db[AUDIT].find({}, {"_id": 0}).sort("at", -1).limit(30)),
-                    list(db["deploys"].find({}, {"_id": 0, "steps": 0}).sort("recorded_at", -1).limit(20)))
+                    list(db[DEPLOYS].find({}, {"_id": 0, "steps": 0}).sort("recorded_at", -1).limit(20)))
 
         try:
             backups, actions, deploys = await run_in_threadpool(load)
