@@ -209,10 +209,12 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
 
     def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None,
               tmpfs: dict[str, str] | None = None, image: str | None = None, mem_limit: str | None = None,
-              **env: str) -> Stack:
+              user: str | None = None, **env: str) -> Stack:
         container = _stack_container(image or stack_image, network, bot_token, env)
+        kwargs = {"user": user} if user else {}  # another user than the image's, as a platform assigns
         if mem_limit:  # the container's memory limit, as a hosting plan sets it (no swap beyond it)
-            container.with_kwargs(mem_limit=mem_limit, memswap_limit=mem_limit)
+            kwargs |= {"mem_limit": mem_limit, "memswap_limit": mem_limit}
+        container.with_kwargs(**kwargs)
         if aliases:
             container.with_network_aliases(*aliases)
         for volume, path in (volumes or {}).items():
@@ -223,7 +225,8 @@ def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, 
         started.append((name, container))
         container.start()
         token = env.get("TELEGRAM_BOT_TOKEN", bot_token)
-        return Stack(container, bot_id=token.split(":")[0], local_db="MONGODB_URI" not in env)
+        return Stack(container, bot_id=token.split(":")[0], local_db="MONGODB_URI" not in env,
+                     user=user or "botstack")
 
     yield start
     for name, container in started:

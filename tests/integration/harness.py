@@ -161,6 +161,7 @@ class Stack:
     container: DockerContainer
     bot_id: str | None = None
     local_db: bool = True  # False: an external MONGODB_URI, so the container runs no mongod
+    user: str = "botstack"  # the container's user, whom `exec` runs as by default
 
     @property
     def host(self) -> str:
@@ -182,8 +183,8 @@ class Stack:
             assert r.status_code == 200 and "Log out" in r.text, r.text[:300]
             yield client
 
-    def exec(self, cmd: list[str] | str, user: str = "botstack") -> tuple[int, str]:
-        result = self.container.get_wrapped_container().exec_run(cmd, user=user, workdir="/app")
+    def exec(self, cmd: list[str] | str, user: str | None = None) -> tuple[int, str]:
+        result = self.container.get_wrapped_container().exec_run(cmd, user=user or self.user, workdir="/app")
         return result.exit_code, result.output.decode(errors="replace")
 
     def programs(self) -> dict[str, dict]:
