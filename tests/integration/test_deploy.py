@@ -1,5 +1,5 @@
 """`botstack deploy` with docker compose: deploy, judge the whole stack, roll back by itself,
-walk back on request, one deploy at a time."""
+walk back on request, one deploy at a time; users writing throughout lose nothing."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from tests.integration.conftest import OFFLINE, ROOT
-from tests.integration.harness import PROXY_ENV, figure, http_get
+from tests.integration.harness import PROXY_ENV, Emulator, Injector, all_answered, figure, http_get
 
 pytestmark = pytest.mark.integration
 
@@ -81,6 +81,27 @@ def serving(env) -> str:
     return http_get(f"http://127.0.0.1:{port}/version").json()["git_sha"]
 
 
+def users(env) -> tuple[Emulator, str]:
+    """The stack's Bot API emulator, to write to the bot as users do, and the bot's id."""
+    port = subprocess.run(["docker", "compose", "port", "telegram", "8081"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, check=True).stdout.strip().rsplit(":", 1)[1]
+    return Emulator(None, f"http://127.0.0.1:{port}"), env["BOTSTACK_TEST_TOKEN"].split(":")[0]
+
+
+def deploy_while_users_write(env, tag: str, first_user: int) -> tuple[int, str]:
+    """`botstack deploy` of `tag` while ten users write to the bot twice a second between them;
+    afterwards every one of their updates is answered, once: a deploy stops the old container
+    gracefully (the bot finishes its replies and hands its updates over)."""
+    emulator, bot = users(env)
+    with Injector(emulator, bot, first_user=first_user) as writing:
+        code, out = deploy(env, "--no-build", "--tag", tag, "--sha", sha(tag))
+    counts = all_answered(emulator, bot, writing.ids, 120)
+    figure(f"deploy of {tag} ({'deployed' if code == 0 else 'failed, rolled back'}) while users wrote: "
+           f"{len(counts)} updates, all answered, {sum(n - 1 for n in counts.values())} twice")
+    assert set(counts.values()) == {1}, f"sent twice across a graceful stop: {[u for u, n in counts.items() if n > 1]}"
+    return code, out
+
+
 def history(env) -> list[dict]:
     path = os.path.join(env["BOTSTACK_DEPLOY_DIR"], "deploy-history.jsonl")
     with open(path) as f:
@@ -93,10 +114,12 @@ def sha(tag: str) -> str:
 
 def test_deploy_success_and_rollback(versions, deploy_env):
     env = deploy_env
-    for tag in ("deploy-a", "deploy-b"):
-        code, out = deploy(env, "--no-build", "--tag", tag, "--sha", sha(tag))
-        assert code == 0, out
-        assert serving(env) == sha(tag)
+    code, out = deploy(env, "--no-build", "--tag", "deploy-a", "--sha", sha("deploy-a"))
+    assert code == 0 and serving(env) == sha("deploy-a"), out
+    code, out = deploy_while_users_write(env, "deploy-b", 920_000)
+    assert code == 0 and serving(env) == sha("deploy-b"), out
+    emulator, bot = users(env)
+    assert sha("deploy-b") in emulator.ask(bot, "/version"), "the old version still answers"
     assert "stability window (8 s) done" in out and "verify (API and bot report the SHA" in out, out
     b = history(env)[-1]
     assert b["result"] == "deployed" and b["from_sha"] == sha("deploy-a")
@@ -108,7 +131,7 @@ def test_deploy_success_and_rollback(versions, deploy_env):
     assert recorded and recorded[0]["to_sha"] == sha("deploy-b"), recorded  # the dashboard's copy
 
     # A broken version: the deploy fails, rolls back to B by itself, and says so.
-    code, out = deploy(env, "--no-build", "--tag", "deploy-x", "--sha", sha("deploy-x"))
+    code, out = deploy_while_users_write(env, "deploy-x", 930_000)
     assert code == 1, out
     assert "rolling back to " + sha("deploy-b") in out
     assert serving(env) == sha("deploy-b")
@@ -130,7 +153,7 @@ def test_deploy_rolls_back_a_crash_looping_bot(versions, deploy_env):
     code, out = deploy(env, "--no-build", "--tag", "deploy-a", "--sha", sha("deploy-a"))
     assert code == 0, out
     t0 = time.monotonic()
-    code, out = deploy(env, "--no-build", "--tag", "deploy-y", "--sha", sha("deploy-y"))
+    code, out = deploy_while_users_write(env, "deploy-y", 940_000)
     figure(f"deploy of a crash-looping bot, detected and rolled back in {time.monotonic() - t0:.0f} s")
     assert code == 1, out
     assert "rolling back to " + sha("deploy-a") in out
