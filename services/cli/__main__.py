@@ -132,12 +132,12 @@ def restore(args) -> int:
     lines: list[str] = []
     try:
         backups.restore(settings, path, progress(args, lines))
+    except (archive.BadArchive, backups.Refused) as exc:
+        return refused(args, exc, lines)
     except Exception as exc:
-        if not isinstance(exc, archive.BadArchive):
-            text = f"restore failed: {type(exc).__name__}: {exc}"
-            emit(args, {"error": text, "messages": lines}, [text])
-            return 1
-        raise
+        text = f"restore failed: {type(exc).__name__}: {exc}"
+        emit(args, {"error": text, "messages": lines}, [text])
+        return 1
     emit(args, {"restored": str(path), "messages": lines}, [])
     return 0
 
@@ -235,6 +235,13 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def refused(args, exc: Exception, lines: list[str] | None = None) -> int:
+    """A backup or restore that did not start: why, in one line."""
+    text = f"refused: {exc}; the database was not touched"
+    emit(args, {"error": text, "messages": lines or []}, [text])
+    return 1
+
+
 def main(argv: list[str]) -> int:
     from services.cli import archive
 
@@ -242,9 +249,7 @@ def main(argv: list[str]) -> int:
     try:
         return args.handler(args)
     except archive.BadArchive as exc:
-        emit(args, {"error": f"refused: {exc}; the database was not touched"},
-             [f"refused: {exc}; the database was not touched"])
-        return 1
+        return refused(args, exc)
     except Exception as exc:  # one clear line, not a traceback
         text = f"{args.command} failed: {type(exc).__name__}: {exc}"
         emit(args, {"error": text}, [text])

@@ -1,18 +1,22 @@
 """`botstack backup` and `botstack restore`: a verified dump, and a restore that refuses a
-backup that does not verify, takes a safety backup of what is there, stops every writer (the
-bot, the API and the sidecar, which writes health events) until the database is whole, brings
-the indexes back with the data, and puts the safety backup back if the restore fails.
+backup that does not verify, stops every writer (the bot, the API and the sidecar, which writes
+health events) until the database is whole, takes a safety backup of what they left, brings the
+indexes back with the data, and puts the safety backup back if the restore fails.
 
 A restore rolls the data back, not the platform's own state and history (KEPT): the inbox holds
 updates Telegram was told had arrived, and the backup's older inbox would drop those not yet
 handled (or hand back as new some handled since); the lease says who polls; the health events,
 the deploys and the admins' audit say what happened, which a rollback does not undo. Those the
 live database holds are kept as they are. Into a new database (none of them there) the backup's
-copies come in: a disaster recovery gets back the updates that were waiting."""
+copies come in: a disaster recovery gets back the updates that were waiting.
+
+A restore can stop only its own container's writers: while another botstack container uses the
+database (replicas sharing an external MongoDB), it is refused and nothing is touched."""
 
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from datetime import datetime, timezone
@@ -30,6 +34,13 @@ from services.common.supervisor import rpc
 
 WRITERS = ("healthcheck", "bot", "api")  # stopped in this order during a restore, started in reverse
 KEPT = (INBOX, INBOX_CLAIMS, LEASES, READINESS, HEALTH_EVENTS, DEPLOYS, AUDIT)
+# Each running api writes its readiness when the sidecar checks it, every 2 s
+# (services/api/probe.py): watched longer than that once this container's writers are stopped.
+OTHERS_WATCH_S = 3.0
+
+
+class Refused(Exception):
+    """A restore that would not be safe now; the database was not touched."""
 
 
 def _name(settings: Settings, suffix: str, label: str = "") -> str:
@@ -94,13 +105,14 @@ def restore(settings: Settings, path: Path, out=print) -> None:
         counts = archive.verify(path)
         out(f"{path.name} verifies: {sum(counts.values())} documents in {len(counts)} collections")
     t0 = time.monotonic()
-    safety = backup(settings, out, label="-before-restore")
     supervisor = rpc(settings.supervisor_socket, timeout_s=60).supervisor
     stopped = [name for name in WRITERS if supervisor.getProcessInfo(name)["statename"] == "RUNNING"]
     for name in stopped:
         supervisor.stopProcess(name)
         out(f"stopped {name}")
     try:
+        _alone(settings)
+        safety = backup(settings, out, label="-before-restore")
         kept = _live(settings, out)
         try:
             _restore(settings, path, kept)
@@ -115,6 +127,25 @@ def restore(settings: Settings, path: Path, out=print) -> None:
         for name in reversed(stopped):
             supervisor.startProcess(name)
             out(f"started {name}")
+
+
+def _alone(settings: Settings, watch_s: float = OTHERS_WATCH_S) -> None:
+    """Refuse while another botstack container uses the database (its writers would write into
+    it half restored): its bot holds the lease (polling), or its api writes its readiness."""
+    with _client(settings) as client:
+        db = client[settings.mongodb_db]
+        lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
+                                     "expires_at": {"$gt": datetime.now(timezone.utc)}})
+        other = f"its bot holds the lease: {lease['holder']}" if lease else ""
+        seen = db[READINESS].find_one({"_id": "api"})
+        deadline = time.monotonic() + watch_s
+        while not other and time.monotonic() < deadline:
+            time.sleep(0.25)
+            if db[READINESS].find_one({"_id": "api"}) != seen:
+                other = "its api wrote to it after this container's stopped"
+    if other:
+        raise Refused(f"another botstack container uses this database ({other}); scale to one container "
+                      f"before a restore (with Swarm: docker service scale <stack>_botstack=1)")
 
 
 def _live(settings: Settings, out) -> set[str]:

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from tests.integration.harness import all_answered, figure, new_token, wait_until
+from tests.integration.harness import Injector, all_answered, figure, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -30,6 +30,13 @@ CHANGE = (
 def botstack(stack, *args: str, env: dict | None = None) -> tuple[int, str]:
     result = stack.container.get_wrapped_container().exec_run(["botstack", *args], environment=env or {})
     return result.exit_code, result.output.decode(errors="replace")
+
+
+def backed_up(stack) -> str:
+    """`botstack backup` in the stack: the path of the verified backup."""
+    code, out = botstack(stack, "backup")
+    assert code == 0 and "verified" in out, out
+    return out.split("backup ", 1)[1].split(" ", 1)[0]
 
 
 def snapshot(stack) -> list:
@@ -80,9 +87,7 @@ def test_backup_restore_roundtrip(start_stack):
             assert client.post("/api/v1/events", json={"key": f"b-{i}", "type": "t", "payload": {"i": i}}).status_code == 201
     before = snapshot(stack)
 
-    code, out = botstack(stack, "backup")
-    assert code == 0 and "verified" in out, out
-    path = out.split("backup ", 1)[1].split(" ", 1)[0]
+    path = backed_up(stack)
 
     code, out = stack.exec(["python", "-c", CHANGE])
     assert code == 0, out
@@ -119,9 +124,7 @@ def test_restore_while_users_write_loses_no_update(start_stack, emulator):
 
     ids = users(0, 10)
     all_answered(emulator, bot, ids, 60)
-    code, out = botstack(stack, "backup")
-    assert code == 0 and "verified" in out, out
-    path = out.split("backup ", 1)[1].split(" ", 1)[0]
+    path = backed_up(stack)
     with httpx.Client(base_url=stack.api, timeout=10) as client:
         assert client.post("/api/v1/events", json={"key": "after-backup", "type": "t", "payload": {}}).status_code == 201
     ids += users(100, 150)
@@ -136,6 +139,31 @@ def test_restore_while_users_write_loses_no_update(start_stack, emulator):
     assert waiting and int(waiting[1]) > 0, f"nothing was waiting at the restore: nothing proven\n{out}"
     assert set(counts.values()) == {1}, f"sent twice: {[u for u, n in counts.items() if n > 1]}"
     assert "after-backup" not in json.dumps(snapshot(stack)), "the restore did not roll the data back"
+
+
+def test_a_restore_is_refused_while_another_container_uses_the_database(start_stack, shared_db, emulator):
+    """Two containers on one external database, as replicas run: a restore in one cannot stop
+    the other's writers, which would write into a database half restored. It is refused in
+    either (the one whose bot polls, and the standby), nothing touched, its own writers started
+    again; users writing meanwhile are all answered, once. Alone, the same restore goes through."""
+    a = start_stack(MONGODB_URI=shared_db)
+    b = start_stack(MONGODB_URI=shared_db)
+    a.wait_healthy()
+    b.wait_healthy()
+    paths = [backed_up(stack) for stack in (a, b)]  # each on its own volume
+    with Injector(emulator, a.bot_id, every_s=0.5) as writing:
+        for stack, path in zip((a, b), paths):
+            code, out = botstack(stack, "restore", path)
+            assert code == 1 and "refused: another botstack container uses this database" in out, out
+            assert "the database was not touched" in out and "started bot" in out and "restored" not in out, out
+            stack.wait_healthy()
+    counts = all_answered(emulator, a.bot_id, writing.ids, 60)
+    figure(f"restore refused in each of two containers sharing a database: {len(counts)} updates meanwhile, "
+           f"all answered, {sum(n - 1 for n in counts.values())} twice")
+    assert set(counts.values()) == {1}, f"sent twice: {[u for u, n in counts.items() if n > 1]}"
+    b.container.get_wrapped_container().stop(timeout=120)
+    code, out = botstack(a, "restore", paths[0])
+    assert code == 0 and "restored" in out, out
 
 
 INDEXES = ("import json; from pymongo import MongoClient; "

@@ -3,6 +3,10 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import datetime, timedelta, timezone
+
+import pytest
 from pymongo import MongoClient
 
 from services.cli import backups
@@ -49,3 +53,32 @@ def test_a_restore_into_a_new_database_brings_the_backups_inbox(ferretdb, tmp_pa
     said: list[str] = []
     backups._restore(settings, path, backups._live(settings, said.append))
     assert ids(db.users) == [1] and ids(db.inbox) == ["b:1"] and said == []
+
+
+def test_a_restore_is_refused_while_another_containers_bot_holds_the_lease(ferretdb, tmp_path, monkeypatch):
+    settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
+    db.bot_leases.insert_one({"_id": "bot", "holder": "a1b2c3d4e5f6",
+                              "expires_at": datetime.now(timezone.utc) + timedelta(seconds=15)})
+    with pytest.raises(backups.Refused, match=r"another botstack container uses this database \(its bot holds "
+                                              r"the lease: a1b2c3d4e5f6\); scale to one container"):
+        backups._alone(settings, watch_s=0.5)
+
+
+def test_a_restore_is_refused_while_another_containers_api_writes(ferretdb, tmp_path, monkeypatch):
+    settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
+    db.bot_leases.insert_one({"_id": "bot", "holder": "a1b2c3d4e5f6", "expires_at": datetime.now(timezone.utc)})
+    writing = threading.Event()
+
+    def other_api() -> None:  # its readiness, as its sidecar's check every 2 s makes it write
+        while not writing.wait(0.5):
+            db.readiness.update_one({"_id": "api"}, {"$set": {"at": datetime.now(timezone.utc)}}, upsert=True)
+
+    thread = threading.Thread(target=other_api)
+    thread.start()
+    try:
+        with pytest.raises(backups.Refused, match=r"its api wrote to it after this container's stopped"):
+            backups._alone(settings, watch_s=3.0)
+    finally:
+        writing.set()
+        thread.join()
+    backups._alone(settings, watch_s=1.0)  # alone again (an expired lease is no one's): not refused
