@@ -38,6 +38,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -81,9 +82,9 @@ def answers(api: str, web: str, emulator: Emulator, bot_id: str, program: str) -
 
 def _used_mib(pid: int) -> dict[str, float]:
     used = {}
-    for file, key, field in (("status", "rss", "VmRSS:"), ("smaps_rollup", "pss", "Pss:")):
+    for file, key, label in (("status", "rss", "VmRSS:"), ("smaps_rollup", "pss", "Pss:")):
         text = Path(f"/proc/{pid}/{file}").read_text()
-        used[key] = int(next(line.split()[1] for line in text.splitlines() if line.startswith(field))) / 1024
+        used[key] = int(next(line.split()[1] for line in text.splitlines() if line.startswith(label))) / 1024
     return used
 
 
@@ -127,29 +128,38 @@ def container_pids(container_pid: int) -> tuple[list[int], int]:
     return inside, shim
 
 
-def memory_mib(first_pids: list[int]) -> dict[str, float]:
-    """The memory of the containers whose first processes are `first_pids`, read from the host: summed RSS and PSS (shared
-    pages divided among the processes that map them, wherever those run), each also with the
-    containers' shims; and the exact count: the physical pages the processes and shims hold,
-    each counted once however many of them map it (what this setup alone would occupy)."""
-    processes, shims = [], []
-    for pid in first_pids:
-        inside, shim = container_pids(pid)
-        processes += inside
-        shims.append(shim)
-    used = dict.fromkeys(("rss", "pss", "rss+shim", "pss+shim"), 0.0)
-    frames: set[int] = set()
-    for pid in processes + shims:
+@dataclass
+class Held:
+    """The memory of some containers, read from the host: summed RSS and PSS (shared pages
+    divided among the processes that map them, wherever those run), each also with the
+    containers' shims; and exactly: the physical pages the processes and shims hold, each
+    counted once however many of them map it (what these containers alone would occupy)."""
+
+    used: dict[str, float] = field(default_factory=lambda: dict.fromkeys(("rss", "pss", "rss+shim", "pss+shim"), 0.0))
+    frames: set[int] = field(default_factory=set)
+
+    def __or__(self, other: Held) -> Held:
+        return Held({k: v + other.used[k] for k, v in self.used.items()}, self.frames | other.frames)
+
+    def mib(self) -> dict[str, float]:
+        return {**self.used, "distinct+shim": len(self.frames) * PAGE / 2**20}
+
+
+def container_memory(first_pid: int) -> Held:
+    """What one container holds: its processes' memory and its shim's (container_pids)."""
+    processes, shim = container_pids(first_pid)
+    held = Held()
+    for pid in (*processes, shim):
         try:
             more, pages = _used_mib(pid), _pages(pid)
         except OSError:  # gone meanwhile
             continue
-        frames |= pages
+        held.frames |= pages
         for key, value in more.items():
-            used[f"{key}+shim"] += value
-            if pid not in shims:
-                used[key] += value
-    return {**used, "distinct+shim": len(frames) * PAGE / 2**20}
+            held.used[f"{key}+shim"] += value
+            if pid != shim:
+                held.used[key] += value
+    return held
 
 
 def all_answer(setup) -> bool:
@@ -198,7 +208,7 @@ class Botstack:
     def memory_mib(self) -> dict[str, float]:
         wrapped = self.container.get_wrapped_container()
         wrapped.reload()
-        return memory_mib([wrapped.attrs["State"]["Pid"]])
+        return container_memory(wrapped.attrs["State"]["Pid"]).mib()
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -265,11 +275,12 @@ class Usual:
         os.kill(self.container(program).attrs["State"]["Pid"], getattr(signal, f"SIG{sig}"))
 
     def memory_mib(self) -> dict[str, float]:
-        pids = [self.container(service).attrs["State"]["Pid"] for service in (*PROGRAMS, "autoheal")]
-        for service, pid in zip((*PROGRAMS, "autoheal"), pids):
-            used = memory_mib([pid])
-            print(f"usual: {service} " + ", ".join(f"{k} {v:.1f}" for k, v in used.items()) + " MiB", flush=True)
-        return memory_mib(pids)
+        total = Held()
+        for service in (*PROGRAMS, "autoheal"):
+            held = container_memory(self.container(service).attrs["State"]["Pid"])
+            print(f"usual: {service} " + ", ".join(f"{k} {v:.1f}" for k, v in held.mib().items()) + " MiB", flush=True)
+            total |= held
+        return total.mib()
 
     def stop(self) -> float:
         t0 = time.monotonic()
