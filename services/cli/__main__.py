@@ -37,7 +37,10 @@ def progress(args, lines: list[str]):
     def out(line: str) -> None:
         lines.append(line)
         if not getattr(args, "json", False):
-            print(redact(line), flush=True)
+            try:
+                print(redact(line), flush=True)
+            except OSError:  # the terminal went away (a dropped session): the operation goes on
+                pass
 
     return out
 
@@ -130,10 +133,15 @@ def restore(args) -> int:
     if not path.is_absolute() and not path.exists():
         path = Path(settings.backup_dir) / path
     lines: list[str] = []
+    backups.shielded()
     try:
         backups.restore(settings, path, progress(args, lines))
     except (archive.BadArchive, backups.Refused) as exc:
         return refused(args, exc, lines)
+    except backups.Interrupted as exc:
+        text = f"restore interrupted ({exc}); the database is as it was before it"
+        emit(args, {"error": text, "messages": lines}, [text])
+        return 1
     except Exception as exc:
         text = f"restore failed: {type(exc).__name__}: {exc}"
         emit(args, {"error": text, "messages": lines}, [text])

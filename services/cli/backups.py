@@ -11,11 +11,18 @@ live database holds are kept as they are. Into a new database (none of them ther
 copies come in: a disaster recovery gets back the updates that were waiting.
 
 A restore can stop only its own container's writers: while another botstack container uses the
-database (replicas sharing an external MongoDB), it is refused and nothing is touched."""
+database (replicas sharing an external MongoDB), it is refused and nothing is touched.
+
+An operator's session may end in the middle (a dropped SSH connection hangs up the terminal) or
+be interrupted (Ctrl-C): a hang-up does not stop a restore, an interruption stops it at the next
+batch and puts the database back as it was; either way the writers are started again
+(`shielded`). Not at once: an operation cut off in flight could still land after the rollback
+dropped its collection (FerretDB then recreates it), and the rollback would fail."""
 
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -41,6 +48,13 @@ OTHERS_WATCH_S = 3.0
 
 class Refused(Exception):
     """A restore that would not be safe now; the database was not touched."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM during a restore (shielded): it stopped between two batches."""
+
+
+_asked: list[str] = []  # the signals shielded() received, in order
 
 
 def _name(settings: Settings, suffix: str, label: str = "") -> str:
@@ -93,7 +107,22 @@ def listing(settings: Settings) -> list[dict]:
     return found
 
 
+def shielded() -> None:
+    """This process's signals while it restores: SIGHUP (the terminal went away) is ignored;
+    SIGINT or SIGTERM asks it to stop, which it does at the next safe point (`_check`)."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    for asked in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(asked, lambda signum, frame: _asked.append(signal.Signals(signum).name))
+
+
+def _check() -> None:
+    """A safe point: no operation is in flight. Raise Interrupted if a stop was asked."""
+    if _asked:
+        raise Interrupted(_asked[0])
+
+
 def restore(settings: Settings, path: Path, out=print) -> None:
+    """Call shielded() first (the CLI does): a restore asked to stop half-way is rolled back."""
     if not path.is_file():
         raise archive.BadArchive(f"no such backup: {path}")
     mongodump = path.name.endswith(".mongodump.gz")
@@ -106,17 +135,21 @@ def restore(settings: Settings, path: Path, out=print) -> None:
         out(f"{path.name} verifies: {sum(counts.values())} documents in {len(counts)} collections")
     t0 = time.monotonic()
     supervisor = rpc(settings.supervisor_socket, timeout_s=60).supervisor
-    stopped = [name for name in WRITERS if supervisor.getProcessInfo(name)["statename"] == "RUNNING"]
-    for name in stopped:
-        supervisor.stopProcess(name)
-        out(f"stopped {name}")
+    stopped: list[str] = []
     try:
+        for name in WRITERS:
+            if supervisor.getProcessInfo(name)["statename"] == "RUNNING":
+                stopped.append(name)
+                supervisor.stopProcess(name)
+                out(f"stopped {name}")
         _alone(settings)
+        _check()
         safety = backup(settings, out, label="-before-restore")
         kept = _live(settings, out)
+        _check()
         try:
-            _restore(settings, path, kept)
-        except Exception as exc:
+            _restore(settings, path, kept, check=_check)
+        except Exception as exc:  # Interrupted too: not left half restored
             out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
                 f"putting back the database as it was ({safety.name})")
             _restore(settings, safety, kept)
@@ -125,7 +158,8 @@ def restore(settings: Settings, path: Path, out=print) -> None:
         out(f"restored {path.name} in {time.monotonic() - t0:.1f} s (indexes included)")
     finally:
         for name in reversed(stopped):
-            supervisor.startProcess(name)
+            if supervisor.getProcessInfo(name)["statename"] != "RUNNING":  # interrupted as it stopped
+                supervisor.startProcess(name)
             out(f"started {name}")
 
 
@@ -161,15 +195,17 @@ def _live(settings: Settings, out) -> set[str]:
     return kept
 
 
-def _restore(settings: Settings, path: Path, kept: set[str]) -> None:
+def _restore(settings: Settings, path: Path, kept: set[str], check=lambda: None) -> None:
+    """`check` is called at each safe point, between two batches (mongorestore: at its end)."""
     if path.name.endswith(".mongodump.gz"):
         _tool("mongorestore", f"--uri={settings.mongodb_uri}", f"--archive={path}", "--gzip", "--drop", "--quiet",
               *(f"--nsExclude={settings.mongodb_db}.{name}" for name in sorted(kept)))
+        check()
     else:
-        _restore_archive(settings, path, kept)
+        _restore_archive(settings, path, kept, check)
 
 
-def _restore_archive(settings: Settings, path: Path, kept: set[str]) -> None:
+def _restore_archive(settings: Settings, path: Path, kept: set[str], check) -> None:
     """Drop what the backup holds (but the kept collections), recreate each collection's indexes
     (so the unique ones guard the data as it goes in), then insert the documents."""
     with _client(settings) as client:
@@ -182,21 +218,26 @@ def _restore_archive(settings: Settings, path: Path, kept: set[str]) -> None:
             db.create_collection(name)
             for spec in definitions.get(name, []):
                 _create_index(db[name], spec)
+        check()
         batch: list[dict] = []
         current = None
+
+        def flush() -> None:
+            if batch:
+                db[current].insert_many(batch)
+                batch.clear()
+                check()
+
         for collection, doc in archive.read(path):
             if collection in kept:
                 continue
-            if collection != current and batch:
-                db[current].insert_many(batch)
-                batch = []
-            current = collection
+            if collection != current:
+                flush()
+                current = collection
             batch.append(doc)
             if len(batch) >= 1000:
-                db[current].insert_many(batch)
-                batch = []
-        if batch:
-            db[current].insert_many(batch)
+                flush()
+        flush()
 
 
 def _create_index(collection, spec: dict) -> None:

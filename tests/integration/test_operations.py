@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import threading
 
 import httpx
 import pytest
@@ -139,6 +141,67 @@ def test_restore_while_users_write_loses_no_update(start_stack, emulator):
     assert waiting and int(waiting[1]) > 0, f"nothing was waiting at the restore: nothing proven\n{out}"
     assert set(counts.values()) == {1}, f"sent twice: {[u for u, n in counts.items() if n > 1]}"
     assert "after-backup" not in json.dumps(snapshot(stack)), "the restore did not roll the data back"
+
+
+MARK = ("from pymongo import MongoClient; "
+        "MongoClient('mongodb://127.0.0.1:27017/?directConnection=true').botstack.events.insert_one("
+        "{'key': 'after-backup', 'type': 'x', 'payload': {}})")
+# Sends the signal named in argv[1] to the `botstack restore` processes in the container.
+SIGNAL_RESTORE = """
+import os, signal, sys
+restoring = []
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\\0")
+    except OSError:  # gone meanwhile
+        continue
+    if args[1:4] == [b"-m", b"services.cli", b"restore"]:  # what the `botstack` script runs
+        os.kill(int(pid), getattr(signal, sys.argv[1]))
+        restoring.append(int(pid))
+print(restoring)
+"""
+
+
+def restore_signalled(stack, path: str, after: str, sig: str) -> tuple[int, str]:
+    """`botstack restore` run as an operator's session runs it (docker exec), sent `sig` once a
+    line starting with `after` is out; its exit code and all it printed."""
+    session = subprocess.Popen(["docker", "exec", stack.container.get_wrapped_container().id, "botstack",
+                                "restore", path], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(session.stdout), daemon=True)
+    reader.start()
+    wait_until(lambda: any(line.startswith(after) for line in lines), 60, f"the restore at {after!r}", 0.05)
+    code, signalled = stack.exec(["python", "-c", SIGNAL_RESTORE, f"SIG{sig}"])
+    assert code == 0 and signalled.strip() not in ("", "[]"), signalled
+    code = session.wait(timeout=120)
+    reader.join(timeout=10)
+    return code, "".join(lines)
+
+
+def test_a_hangup_does_not_stop_a_restore_and_an_interrupt_puts_the_database_back(start_stack):
+    """An operator's session ends in the middle of a restore: the terminal hangs up (SIGHUP)
+    and the restore goes on to the end; or Ctrl-C (SIGINT) as it writes: the database is put
+    back as it was, not left half restored. Either way the writers run again."""
+    stack = start_stack()
+    stack.wait_healthy()
+    code, out = stack.exec(["python", "-c", USERS])  # 10,000 users: a restore of a second or two
+    assert code == 0, out
+    path = backed_up(stack)
+    assert stack.exec(["python", "-c", MARK])[0] == 0
+
+    code, out = restore_signalled(stack, path, "stopped api", "HUP")
+    assert code == 0 and "restored" in out and "started healthcheck" in out, out
+    stack.wait_healthy()
+    assert "after-backup" not in json.dumps(snapshot(stack)), "not restored"
+
+    assert stack.exec(["python", "-c", MARK])[0] == 0
+    before = snapshot(stack)
+    code, out = restore_signalled(stack, path, "kept", "INT")
+    assert code == 1 and "failed (Interrupted: SIGINT); putting back the database as it was" in out, out
+    assert "restore interrupted (SIGINT); the database is as it was before it" in out, out
+    assert "started healthcheck" in out and "Traceback" not in out, out
+    stack.wait_healthy()
+    assert snapshot(stack) == before and stack.db("db.users.count_documents({})") >= 10_000
 
 
 def test_a_restore_is_refused_while_another_container_uses_the_database(start_stack, shared_db, emulator):

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -82,3 +84,39 @@ def test_a_restore_is_refused_while_another_containers_api_writes(ferretdb, tmp_
         writing.set()
         thread.join()
     backups._alone(settings, watch_s=1.0)  # alone again (an expired lease is no one's): not refused
+
+
+SHIELDED = """
+import os, signal
+from services.cli.backups import Interrupted, _check, shielded
+shielded()
+os.kill(os.getpid(), signal.SIGHUP)  # the terminal went away: ignored
+_check()
+os.kill(os.getpid(), signal.SIGINT)  # asked to stop: at the next safe point
+os.kill(os.getpid(), signal.SIGTERM)
+try:
+    _check()
+except Interrupted as exc:
+    print("interrupted by", exc)
+"""
+
+
+def test_a_restoring_process_ignores_a_hangup_and_stops_when_asked_at_a_safe_point():
+    done = subprocess.run([sys.executable, "-c", SHIELDED], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0 and done.stdout.splitlines() == ["interrupted by SIGINT"], done
+
+
+def test_a_restore_asked_to_stop_stops_between_batches(ferretdb, tmp_path, monkeypatch):
+    settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
+    db.users.insert_many([{"_id": n} for n in range(2500)])
+    path = backups.backup(settings, out=lambda line: None)
+    checks = []
+
+    def asked_after_the_first_batch() -> None:
+        checks.append(db.users.count_documents({}))
+        if len(checks) == 2:
+            raise backups.Interrupted("SIGINT")
+
+    with pytest.raises(backups.Interrupted):
+        backups._restore(settings, path, set(), check=asked_after_the_first_batch)
+    assert checks == [0, 1000], "not stopped between two batches"
