@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from pymongo import MongoClient
+from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
 from services.cli import archive
@@ -142,103 +143,98 @@ def restore(settings: Settings, path: Path, out=print) -> None:
                 stopped.append(name)
                 supervisor.stopProcess(name)
                 out(f"stopped {name}")
-        _alone(settings)
-        _check()
-        safety = backup(settings, out, label="-before-restore")
-        kept = _live(settings, out)
-        _check()
-        try:
-            _restore(settings, path, kept, check=_check)
-        except Exception as exc:  # Interrupted too: not left half restored
-            out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
-                f"putting back the database as it was ({safety.name})")
-            _restore(settings, safety, kept)
-            out(f"the database is as it was before the restore ({safety.name})")
-            raise
+        with _client(settings) as client:
+            db = client[settings.mongodb_db]
+            _alone(db)
+            _check()
+            safety = backup(settings, out, label="-before-restore")
+            kept = _live(db, out)
+            _check()
+            try:
+                _restore(settings, db, path, kept, check=_check)
+            except Exception as exc:  # Interrupted too: not left half restored
+                out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
+                    f"putting back the database as it was ({safety.name})")
+                _restore(settings, db, safety, kept)
+                out(f"the database is as it was before the restore ({safety.name})")
+                raise
         out(f"restored {path.name} in {time.monotonic() - t0:.1f} s (indexes included)")
     finally:
         for name in reversed(stopped):
-            if supervisor.getProcessInfo(name)["statename"] != "RUNNING":  # interrupted as it stopped
+            if supervisor.getProcessInfo(name)["statename"] != "RUNNING":  # its stop failed half-way
                 supervisor.startProcess(name)
             out(f"started {name}")
 
 
-def _alone(settings: Settings, watch_s: float = OTHERS_WATCH_S) -> None:
+def _alone(db: Database, watch_s: float = OTHERS_WATCH_S) -> None:
     """Refuse while another botstack container uses the database (its writers would write into
     it half restored): its bot holds the lease (polling), or its api writes its readiness."""
-    with _client(settings) as client:
-        db = client[settings.mongodb_db]
-        lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
-                                     "expires_at": {"$gt": datetime.now(timezone.utc)}})
-        other = f"its bot holds the lease: {lease['holder']}" if lease else ""
-        seen = db[READINESS].find_one({"_id": "api"})
-        deadline = time.monotonic() + watch_s
-        while not other and time.monotonic() < deadline:
-            time.sleep(0.25)
-            if db[READINESS].find_one({"_id": "api"}) != seen:
-                other = "its api wrote to it after this container's stopped"
+    lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
+                                 "expires_at": {"$gt": datetime.now(timezone.utc)}})
+    other = f"its bot holds the lease: {lease['holder']}" if lease else ""
+    seen = db[READINESS].find_one({"_id": "api"})
+    deadline = time.monotonic() + watch_s
+    while not other and time.monotonic() < deadline:
+        time.sleep(0.25)
+        if db[READINESS].find_one({"_id": "api"}) != seen:
+            other = "its api wrote to it after this container's stopped"
     if other:
         raise Refused(f"another botstack container uses this database ({other}); scale to one container "
                       f"before a restore (with Swarm: docker service scale <stack>_botstack=1)")
 
 
-def _live(settings: Settings, out) -> set[str]:
+def _live(db: Database, out) -> set[str]:
     """The KEPT collections the live database holds documents in (the writers are stopped)."""
-    with _client(settings) as client:
-        db = client[settings.mongodb_db]
-        kept = {name for name in KEPT if db[name].find_one({}, {"_id": 1}) is not None}
-        if INBOX in kept:
-            waiting = db[INBOX].count_documents({"state": {"$in": ["pending", "claimed"]}})  # not yet handled
-            out(f"kept the live inbox ({waiting} update{'s' * (waiting != 1)} waiting)")
+    kept = {name for name in KEPT if db[name].find_one({}, {"_id": 1}) is not None}
+    if INBOX in kept:
+        waiting = db[INBOX].count_documents({"state": {"$in": ["pending", "claimed"]}})  # not yet handled
+        out(f"kept the live inbox ({waiting} update{'s' * (waiting != 1)} waiting)")
     if kept - {INBOX}:
         out(f"kept as they are: {', '.join(sorted(kept - {INBOX}))}")
     return kept
 
 
-def _restore(settings: Settings, path: Path, kept: set[str], check=lambda: None) -> None:
+def _restore(settings: Settings, db: Database, path: Path, kept: set[str], check=lambda: None) -> None:
     """`check` is called at each safe point, between two batches (mongorestore: at its end)."""
     if path.name.endswith(".mongodump.gz"):
         _tool("mongorestore", f"--uri={settings.mongodb_uri}", f"--archive={path}", "--gzip", "--drop", "--quiet",
               *(f"--nsExclude={settings.mongodb_db}.{name}" for name in sorted(kept)))
         check()
     else:
-        _restore_archive(settings, path, kept, check)
+        _restore_archive(db, path, kept, check)
 
 
-def _restore_archive(settings: Settings, path: Path, kept: set[str], check) -> None:
+def _restore_archive(db: Database, path: Path, kept: set[str], check) -> None:
     """Drop what the backup holds (but the kept collections), recreate each collection's indexes
     (so the unique ones guard the data as it goes in), then insert the documents."""
-    with _client(settings) as client:
-        db = client[settings.mongodb_db]
-        names = [name for name in archive.collections(path) if name not in kept]
-        for name in names:
-            db.drop_collection(name)
-        definitions = archive.indexes(path)
-        for name in names:
-            db.create_collection(name)
-            for spec in definitions.get(name, []):
-                _create_index(db[name], spec)
-        check()
-        batch: list[dict] = []
-        current = None
+    names = [name for name in archive.collections(path) if name not in kept]
+    for name in names:
+        db.drop_collection(name)
+    definitions = archive.indexes(path)
+    for name in names:
+        db.create_collection(name)
+        for spec in definitions.get(name, []):
+            _create_index(db[name], spec)
+    check()
+    batch: list[dict] = []
+    current = None
 
-        def flush() -> None:
-            if batch:
-                db[current].insert_many(batch)
-                batch.clear()
-                check()
+    def flush() -> None:
+        if batch:
+            db[current].insert_many(batch)
+            batch.clear()
+            check()
 
-        for collection, doc in archive.read(path):
-            if collection in kept:
-                continue
-            if collection != current:
-                flush()
-                current = collection
-            batch.append(doc)
-            if len(batch) >= 1000:
-                flush()
-        flush()
-
+    for collection, doc in archive.read(path):
+        if collection in kept:
+            continue
+        if collection != current:
+            flush()
+            current = collection
+        batch.append(doc)
+        if len(batch) >= 1000:
+            flush()
+    flush()
 
 def _create_index(collection, spec: dict) -> None:
     keys = list(spec["key"].items())

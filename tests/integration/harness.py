@@ -288,6 +288,11 @@ class Injector:
         self._thread.join(timeout=10)
 
 
+def remember(emulator: Emulator, bot_id: str, n: int) -> int:
+    """One /remember from user 7,500,000 + n: stored once per update, whatever dies meanwhile."""
+    return emulator.inject(bot_id, f"/remember note-{n}", user={"id": 7_500_000 + n, "first_name": f"U{n}"})
+
+
 def replies(emulator: Emulator, bot_id: str, update_ids: list[int]) -> dict[int, int]:
     """How many replies each update got."""
     counts = dict.fromkeys(update_ids, 0)

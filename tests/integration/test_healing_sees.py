@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import all_answered, figure, http_get, identities, new_token, wait_until
+from tests.integration.harness import all_answered, figure, http_get, identities, new_token, remember, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,11 +43,6 @@ def alerting_stack(start_stack, **env):
     token = new_token()
     stack = start_stack(TELEGRAM_BOT_TOKEN=token, BOTSTACK_ALERT_CHAT_IDS=str(ADMIN_CHAT), **env)
     return stack, token
-
-
-def remember(emulator, bot: str, n: int) -> int:
-    """One /remember from user n: stored once per update, whatever dies meanwhile."""
-    return emulator.inject(bot, f"/remember note-{n}", user={"id": 7_500_000 + n, "first_name": f"U{n}"})
 
 
 def test_crash_cycle_is_unhealthy(start_stack, emulator):
@@ -545,8 +540,8 @@ def test_a_ceiling_below_what_the_api_needs_is_said_not_a_restart_loop(start_sta
         for _ in range(20):
             requests += 1
             try:
-                if (code := http_get(f"{stack.api}/api/v1/stats").status_code) != 200:
-                    failed.append(code)
+                if (status := http_get(f"{stack.api}/api/v1/stats").status_code) != 200:
+                    failed.append(status)
             except httpx.HTTPError as exc:
                 failed.append(type(exc).__name__)
     repeated, notes = answered_with_notes(stack, emulator, stack.bot_id, ids)

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.integration.harness import all_answered, figure, wait_until
+from tests.integration.harness import all_answered, figure, remember, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,16 +80,12 @@ def test_another_uid_in_group_0_does_the_work_and_loses_nothing_to_a_kill(start_
     stack = start_stack(user="12345:0")
     stack.wait_healthy()
     bot = stack.bot_id
-
-    def remember(n: int) -> int:
-        return emulator.inject(bot, f"/remember note-{n}", user={"id": 7_600_000 + n, "first_name": f"U{n}"})
-
-    ids = [remember(n) for n in range(10)]
+    ids = [remember(emulator, bot, n) for n in range(10)]
     killed = stack.bot_pid()
     stack.signal(killed, "KILL")
-    ids += [remember(n) for n in range(10, 20)]
+    ids += [remember(emulator, bot, n) for n in range(10, 20)]
     counts = all_answered(emulator, bot, ids, 60)
-    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7600000}})]")
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
     programs = stack.programs()
     owners = {name: stack.exec(["stat", "-c", "%u", f"/proc/{p['pid']}"])[1].strip() for name, p in programs.items()}
     code, backup = stack.exec(["botstack", "backup"])

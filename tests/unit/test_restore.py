@@ -38,7 +38,7 @@ def test_a_restore_keeps_the_live_inbox_and_history_and_rolls_back_the_data(ferr
     db.audit.insert_one({"_id": "block 2"})
 
     said: list[str] = []
-    backups._restore(settings, path, backups._live(settings, said.append))
+    backups._restore(settings, db, path, backups._live(db, said.append))
     assert ids(db.users) == [1]
     assert ids(db.inbox) == ["b:1", "b:2", "b:3"], "the updates on their way were dropped"
     assert ids(db.audit) == ["block 1", "block 2"], "the record of what happened was rolled back"
@@ -53,7 +53,7 @@ def test_a_restore_into_a_new_database_brings_the_backups_inbox(ferretdb, tmp_pa
     db.client.drop_database(db.name)  # the volume lost: a new database
 
     said: list[str] = []
-    backups._restore(settings, path, backups._live(settings, said.append))
+    backups._restore(settings, db, path, backups._live(db, said.append))
     assert ids(db.users) == [1] and ids(db.inbox) == ["b:1"] and said == []
 
 
@@ -63,7 +63,7 @@ def test_a_restore_is_refused_while_another_containers_bot_holds_the_lease(ferre
                               "expires_at": datetime.now(timezone.utc) + timedelta(seconds=15)})
     with pytest.raises(backups.Refused, match=r"another botstack container uses this database \(its bot holds "
                                               r"the lease: a1b2c3d4e5f6\); scale to one container"):
-        backups._alone(settings, watch_s=0.5)
+        backups._alone(db, watch_s=0.5)
 
 
 def test_a_restore_is_refused_while_another_containers_api_writes(ferretdb, tmp_path, monkeypatch):
@@ -79,11 +79,11 @@ def test_a_restore_is_refused_while_another_containers_api_writes(ferretdb, tmp_
     thread.start()
     try:
         with pytest.raises(backups.Refused, match=r"its api wrote to it after this container's stopped"):
-            backups._alone(settings, watch_s=3.0)
+            backups._alone(db, watch_s=3.0)
     finally:
         writing.set()
         thread.join()
-    backups._alone(settings, watch_s=1.0)  # alone again (an expired lease is no one's): not refused
+    backups._alone(db, watch_s=1.0)  # alone again (an expired lease is no one's): not refused
 
 
 SHIELDED = """
@@ -118,5 +118,6 @@ def test_a_restore_asked_to_stop_stops_between_batches(ferretdb, tmp_path, monke
             raise backups.Interrupted("SIGINT")
 
     with pytest.raises(backups.Interrupted):
-        backups._restore(settings, path, set(), check=asked_after_the_first_batch)
+        backups._restore(settings, db, path, set(), check=asked_after_the_first_batch)
     assert checks == [0, 1000], "not stopped between two batches"
+
