@@ -79,18 +79,24 @@ def backup(settings: Settings, out=print, label: str = "") -> Path:
     target = Path(settings.backup_dir)
     target.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
-    if shutil.which("mongodump"):
-        path = target / _name(settings, "mongodump.gz", label)
-        _tool("mongodump", f"--uri={settings.mongodb_uri}", f"--db={settings.mongodb_db}",
-              f"--archive={path}", "--gzip", "--quiet")
-        _tool("mongorestore", f"--archive={path}", "--gzip", "--dryRun", "--quiet")
-    else:
-        path = target / _name(settings, "bson.gz", label)
-        tmp = path.with_suffix(".partial")
-        with _client(settings) as client:
-            archive.dump(client[settings.mongodb_db], tmp, {"db": settings.mongodb_db, "git_sha": settings.build_sha})
-        archive.verify(tmp)
-        tmp.rename(path)
+    mongodump = shutil.which("mongodump")
+    path = target / _name(settings, "mongodump.gz" if mongodump else "bson.gz", label)
+    # Written under another name until verified: a backup that fails half-way (a full disk, the
+    # database gone) is removed, never listed, rotated in place of a good one, or restored.
+    partial = path.with_suffix(".partial")
+    try:
+        if mongodump:
+            _tool("mongodump", f"--uri={settings.mongodb_uri}", f"--db={settings.mongodb_db}",
+                  f"--archive={partial}", "--gzip", "--quiet")
+            _tool("mongorestore", f"--archive={partial}", "--gzip", "--dryRun", "--quiet")
+        else:
+            with _client(settings) as client:
+                archive.dump(client[settings.mongodb_db], partial,
+                             {"db": settings.mongodb_db, "git_sha": settings.build_sha})
+            archive.verify(partial)
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
     out(f"backup {path} ({path.stat().st_size} bytes, {time.monotonic() - t0:.1f} s), verified")
     for old in sorted(target.glob("botstack-*.gz"))[: -settings.backup_keep]:
         old.unlink()

@@ -74,11 +74,17 @@ def test_doctor(start_stack):
     assert code == 1 and "FAIL database" in out and "MONGODB_URI" in out, out
 
     # docker-py takes tmpfs options ("size=…"), whatever testcontainers' docstring says.
-    small = start_stack(tmpfs={"/data/backups": "size=1m,mode=1777"})
+    small = start_stack(tmpfs={"/data/backups": "size=1m,uid=10001,gid=10001"})
     small.wait_healthy()
     code, out = botstack(small, "doctor")
     assert code == 1 and "FAIL disk backups" in out and "BOTSTACK_DOCTOR_MIN_FREE_MB" in out, out
     assert "ok   database" in out
+    # A backup that fills the disk half-way leaves nothing behind to be listed, rotated in
+    # place of a good one, or restored.
+    assert small.db("db.blobs.insert_many([{'b': __import__('os').urandom(700_000)} for _ in range(3)]).acknowledged")
+    code, out = botstack(small, "backup")
+    assert code == 1 and "No space left on device" in out, out
+    assert small.exec(["ls", "-A", "/data/backups"])[1].split() == [], "a failed backup left a file"
 
 
 def test_backup_restore_roundtrip(start_stack):
