@@ -75,7 +75,9 @@ def _tool(*command: str) -> None:
                            f"{redact((result.stderr or result.stdout).strip()[-300:])}")
 
 
-def backup(settings: Settings, out=print, label: str = "") -> Path:
+def backup(settings: Settings, out=print, label: str = "", spare: Path | None = None) -> Path:
+    """A verified backup; the oldest beyond BOTSTACK_BACKUP_KEEP are removed, never `spare`
+    (the backup a restore is about to read: its safety backup must not rotate it out)."""
     target = Path(settings.backup_dir)
     target.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
@@ -98,7 +100,8 @@ def backup(settings: Settings, out=print, label: str = "") -> Path:
     finally:
         partial.unlink(missing_ok=True)
     out(f"backup {path} ({path.stat().st_size} bytes, {time.monotonic() - t0:.1f} s), verified")
-    for old in sorted(target.glob("botstack-*.gz"))[: -settings.backup_keep]:
+    rotated = [old for old in sorted(target.glob("botstack-*.gz")) if not spare or old.resolve() != spare.resolve()]
+    for old in rotated[: -settings.backup_keep]:
         old.unlink()
         out(f"removed old backup {old.name} (keeping {settings.backup_keep})")
     return path
@@ -153,7 +156,7 @@ def restore(settings: Settings, path: Path, out=print) -> None:
             db = client[settings.mongodb_db]
             _alone(db)
             _check()
-            safety = backup(settings, out, label="-before-restore")
+            safety = backup(settings, out, label="-before-restore", spare=path)
             kept = _live(db, out)
             _check()
             try:

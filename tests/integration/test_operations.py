@@ -88,7 +88,8 @@ def test_doctor(start_stack):
 
 
 def test_backup_restore_roundtrip(start_stack):
-    stack = start_stack()
+    # Keeping one backup: the restore's safety backup must not rotate out the one it restores.
+    stack = start_stack(BOTSTACK_BACKUP_KEEP="1")
     stack.wait_healthy()
     with httpx.Client(base_url=stack.api, timeout=10) as client:
         for i in range(50):
