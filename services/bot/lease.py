@@ -6,6 +6,11 @@ stops polling at once when a renewal fails; a clean stop releases it so the next
 takes over without waiting for the TTL. Expiry uses the instances' clocks, which on one host
 (or NTP-synced hosts) agree far better than the TTL.
 
+A lease taken or renewed is this holder's for TTL from the moment it asked (`valid_until`, on the
+monotonic clock): the poller stops polling while a third of it is left if a renewal goes
+unanswered (a database that hangs, or that this container alone cannot reach), before a standby
+that reaches the database may take it over.
+
 Taking the lease over from another holder is confirmed by reading it again TAKEOVER_SETTLE_S
 later. On MongoDB the update is atomic and the read only agrees. A server that checks the filter
 before it writes (FerretDB v1, the offline stand-in) lets two standbys that try at the same
@@ -19,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+import time
 from datetime import datetime, timedelta, timezone
 
 from pymongo import ReturnDocument
@@ -50,13 +56,15 @@ class Lease:
         self.key = key
         self.holder = holder
         self.ttl = timedelta(seconds=ttl_s)
+        self.valid_until = 0.0  # time.monotonic() until which the lease is surely this holder's
+
 
     @property
     def renew_every_s(self) -> float:
         return self.ttl.total_seconds() / 3
 
     async def acquire(self) -> bool:
-        now = datetime.now(timezone.utc)
+        asked, now = time.monotonic(), datetime.now(timezone.utc)
         try:
             before = await self.collection.find_one_and_update(
                 {"_id": self.key, "$or": [{"expires_at": {"$lt": now}}, {"holder": self.holder}]},
@@ -66,18 +74,23 @@ class Lease:
             )
         except DuplicateKeyError:  # someone else holds it: the upsert collided with their document
             return False
-        if before is not None and before.get("holder") == self.holder and before["expires_at"] >= now:
-            return True  # still ours (this container's bot restarted): nobody else could race for it
-        await asyncio.sleep(TAKEOVER_SETTLE_S)
-        return (await self.current_holder())[0] == self.holder
+        if not (before is not None and before.get("holder") == self.holder and before["expires_at"] >= now):
+            # Not still ours (this container's bot restarted: nobody else could race for it).
+            await asyncio.sleep(TAKEOVER_SETTLE_S)
+            if (await self.current_holder())[0] != self.holder:
+                return False
+        self.valid_until = asked + self.ttl.total_seconds()
+        return True
 
     async def renew(self) -> bool:
-        now = datetime.now(timezone.utc)
+        asked, now = time.monotonic(), datetime.now(timezone.utc)
         doc = await self.collection.find_one_and_update(
             {"_id": self.key, "holder": self.holder},
             {"$set": {"expires_at": now + self.ttl, "renewed_at": now}},
             return_document=ReturnDocument.AFTER,
         )
+        if doc is not None:
+            self.valid_until = asked + self.ttl.total_seconds()
         return doc is not None
 
     async def release(self) -> None:

@@ -101,12 +101,14 @@ class Poller:
     async def _try_acquire(self) -> float | None:
         """None once this instance holds the lease; otherwise the seconds until it could expire."""
         expires_in = STANDBY_RETRY_S
+        bound = self.lease.renew_every_s  # a lease won later than this leaves too little of it (_keep_lease)
         try:
-            if await self.lease.acquire():
+            if await asyncio.wait_for(self.lease.acquire(), bound):
                 return None
-            holder, expires_in = await self.lease.current_holder()
-        except Exception as exc:  # the database is down: nobody may poll
-            self._throttled(logging.WARNING, "lease unavailable (%s); not polling", why(exc))
+            holder, expires_in = await asyncio.wait_for(self.lease.current_holder(), bound)
+        except Exception as exc:  # the database is down or does not answer: nobody may poll
+            reason = f"no answer in {bound:.0f} s" if isinstance(exc, TimeoutError) else why(exc)
+            self._throttled(logging.WARNING, "lease unavailable (%s); not polling", reason)
             holder = None
         if self.status.role != "standby" or self.status.lease_holder != holder:
             log.info("standby: the polling lease is held by %s", holder or "nobody reachable")
@@ -114,12 +116,19 @@ class Poller:
         return expires_in
 
     async def _keep_lease(self) -> None:
-        """Returns (ending the poll) as soon as a renewal fails or raises."""
+        """Returns (ending the poll) as soon as a renewal fails, raises, or is still unanswered
+        while a third of the lease is left. Renewals go out while two thirds are left. Without
+        the bound, a database that hung (or that only this container could no longer reach)
+        kept this instance polling past its lease, and alongside the standby that took it."""
+        third = self.lease.renew_every_s
         while True:
-            await asyncio.sleep(self.lease.renew_every_s)
+            await asyncio.sleep(max(0.0, self.lease.valid_until - 2 * third - time.monotonic()))
             try:
-                if not await self.lease.renew():
+                if not await asyncio.wait_for(self.lease.renew(), self.lease.valid_until - third - time.monotonic()):
                     return
+            except TimeoutError:
+                log.warning("lease renewal unanswered: polling stopped %.0f s before the lease runs out", third)
+                return
             except Exception as exc:
                 log.warning("lease renewal failed (%s)", why(exc))
                 return

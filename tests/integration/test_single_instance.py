@@ -72,6 +72,55 @@ def test_two_instances_one_active(start_stack, shared_db, emulator):
     assert standby.health()[0] == 0, "standby must count as healthy"
 
 
+def test_a_database_that_stops_answering_never_leaves_two_bots_polling(start_stack, external_db, emulator):
+    """The shared database freezes (connections open, no answer) for three lease TTLs: the holder
+    stops polling before its lease could pass to the standby, nobody polls while the database is
+    gone, then exactly one instance does, and every update, those sent meanwhile too, is answered
+    once. Before, the holder long-polled on through the outage with its lease run out."""
+    ttl = 6.0
+    a = start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(ttl))
+    b = start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(ttl))
+    a.wait_healthy()
+    b.wait_healthy()
+    wait_until(lambda: exactly_one_active(a, b), 30, "one active instance and one standby")
+    emulator.reset_stats(a.bot_id)
+    with Injector(emulator, a.bot_id, every_s=0.25, max_count=20) as before:
+        wait_until(lambda: len(before.ids) == 20, 30, "20 updates sent")
+    answered_once(emulator, a.bot_id, before.ids)  # the holder is now long-polling an empty queue
+
+    database = external_db.container.get_wrapped_container()
+    database.pause()
+    frozen = time.monotonic()
+    try:
+        # A renewal goes out while two thirds of the lease are left and gets a third to answer.
+        wait_until(lambda: emulator.stats(a.bot_id)["polling_now"] == 0, ttl, "the holder to stop polling",
+                   interval_s=0.1)
+        stopped_after = time.monotonic() - frozen
+        polls = emulator.stats(a.bot_id)["polls"]
+        with Injector(emulator, a.bot_id, every_s=0.25) as meanwhile:
+            while time.monotonic() < frozen + 3 * ttl:  # the outage: what is observed is what happens in it
+                assert emulator.stats(a.bot_id)["polling_now"] == 0, "an instance polls without a renewed lease"
+                time.sleep(0.2)
+            assert emulator.stats(a.bot_id)["polls"] == polls, "an instance polled during the outage"
+            database.unpause()
+            wait_until(lambda: exactly_one_active(a, b), 60, "one active instance again")
+            resumed = len(meanwhile.ids)
+            wait_until(lambda: len(meanwhile.ids) >= resumed + 20, 30, "20 more updates sent")
+    finally:
+        database.reload()
+        if database.status == "paused":  # the test failed during the outage
+            database.unpause()
+    answered_once(emulator, a.bot_id, before.ids + meanwhile.ids, timeout_s=60)
+    stats = emulator.stats(a.bot_id)
+    figure(f"database frozen {3 * ttl:.0f} s under two instances (lease TTL {ttl:.0f} s): the holder stopped "
+           f"polling {stopped_after:.1f} s in; {len(before.ids) + len(meanwhile.ids)} updates "
+           f"({resumed} sent during the outage) all answered once; most polling at once "
+           f"{stats['max_polling_at_once']}, overlapping polls {stats['overlapping_polls']}")
+    assert stats["overlapping_polls"] == 0 and stats["conflicts"] == 0 and stats["max_polling_at_once"] == 1, stats
+    for stack in (a, b):
+        clean_logs(stack)
+
+
 def test_redeploy_handover(start_stack, shared_db, emulator):
     current = start_stack(MONGODB_URI=shared_db)
     current.wait_healthy()

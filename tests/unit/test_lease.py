@@ -1,14 +1,20 @@
 """The polling lease (services/bot/lease.py) against a real MongoDB-wire server: standbys that try
-for an expired lease at the same moment (they all know when it expires) end with one holder."""
+for an expired lease at the same moment (they all know when it expires) end with one holder; a
+holder whose database stops answering stops polling before its lease could pass to another."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from datetime import datetime, timedelta, timezone
 
 from pymongo import AsyncMongoClient
 
 from services.bot.lease import COLLECTION, Lease
+from services.bot.poller import Poller
+from services.bot.status import BotStatus
 
 ROUNDS = 8
 
@@ -57,3 +63,28 @@ def test_a_restarted_bot_takes_its_own_lease_back_at_once(ferretdb):
 
     mine, theirs, took = asyncio.run(run())
     assert mine and not theirs and took < 0.2
+
+
+def test_a_renewal_left_unanswered_ends_the_poll_before_the_lease_runs_out(ferretdb, tmp_path):
+    servers, port = ferretdb
+
+    async def hold() -> float:
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+        try:
+            lease = Lease(client.botstack[COLLECTION], "bot-lease", "replica-0", ttl_s=3)
+            assert await lease.acquire()
+            holder = Poller(app=None, lease=lease, inbox=None, status=BotStatus(tmp_path / "status.json"),
+                            poll_timeout_s=1)
+            os.kill(servers[0].pid, signal.SIGSTOP)  # the database hangs: connections open, no answer
+            try:
+                await asyncio.wait_for(holder._keep_lease(), timeout=10)
+            except TimeoutError:
+                raise AssertionError("still polling 10 s into a lease of 3 s the database never renewed") from None
+            finally:
+                os.kill(servers[0].pid, signal.SIGCONT)
+            return lease.valid_until - time.monotonic()
+        finally:
+            await client.close()
+
+    left = asyncio.run(hold())
+    assert 0.9 <= left <= 1.1, f"the poll ended {left:.2f} s before the lease ran out, not a third of it (1 s)"

@@ -37,6 +37,8 @@ def test_a_task_that_does_not_end_is_named_and_left_behind(monkeypatch, caplog):
 class _LeaseHeldUntil:
     """A lease another instance holds until `expires_in_s` from its first look, never renewed."""
 
+    renew_every_s = 5.0
+
     def __init__(self, expires_in_s: float) -> None:
         self.until = None
         self.expires_in_s = expires_in_s
