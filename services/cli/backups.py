@@ -164,7 +164,12 @@ def restore(settings: Settings, path: Path, out=print) -> None:
             except Exception as exc:  # Interrupted too: not left half restored
                 out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
                     f"putting back the database as it was ({safety.name})")
-                _restore(settings, db, safety, kept)
+                try:
+                    _restore(settings, db, safety, kept)
+                except Exception as again:  # the database went away or hangs: say what is left to do
+                    out(f"putting it back failed too ({type(again).__name__}); the database may be half "
+                        f"restored: once it answers, run: botstack restore {safety.name}")
+                    raise exc from again
                 out(f"the database is as it was before the restore ({safety.name})")
                 raise
         out(f"restored {path.name} in {time.monotonic() - t0:.1f} s (indexes included)")

@@ -3,16 +3,24 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
+from pymongo.errors import AutoReconnect
 
 from services.cli import backups
 from services.common.settings import Settings
+from services.common.supervisor import rpc
+from tests.unit.conftest import real_supervisord, wait_until
 
 
 def stack_db(ferretdb, tmp_path, monkeypatch):
@@ -121,3 +129,61 @@ def test_a_restore_asked_to_stop_stops_between_batches(ferretdb, tmp_path, monke
         backups._restore(settings, db, path, set(), check=asked_after_the_first_batch)
     assert checks == [0, 1000], "not stopped between two batches"
 
+
+
+# PyMongo's monitor finds a frozen server in a heartbeat (10 s) and its connect timeout (2 s), then
+# cancels the operations waiting on it: a restore or a backup ends; it never waits for ever.
+GIVES_UP_S = 12
+WRITERS = "".join(f"[program:{name}]\ncommand=sleep 600\nstartsecs=0\nstopwaitsecs=2\n" for name in backups.WRITERS)
+
+
+def failure(call, limit_s: float) -> tuple[BaseException | None, float]:
+    """What `call` raised and when; a test failure if it still runs `limit_s` later."""
+    ended: list[tuple[BaseException | None, float]] = []
+
+    def run() -> None:
+        t0 = time.monotonic()
+        try:
+            call()
+            ended.append((None, time.monotonic() - t0))
+        except Exception as exc:
+            ended.append((exc, time.monotonic() - t0))
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(limit_s)
+    assert ended, f"still waiting on the frozen database {limit_s:.0f} s later"
+    return ended[0]
+
+
+def test_a_restore_whose_database_hangs_fails_in_bounded_time_says_what_to_do_and_starts_the_writers(
+        ferretdb, tmp_path, monkeypatch):
+    (tmp_path / "sv").mkdir()
+    monkeypatch.setenv("BOTSTACK_SUPERVISOR_SOCKET", str(tmp_path / "sv" / "supervisor.sock"))
+    settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
+    db.users.insert_many([{"_id": n} for n in range(5000)])
+    path = backups.backup(settings, out=lambda line: None)
+    safe_points: list[int] = []
+
+    def freeze_after_the_first_batch() -> None:  # the restore's own safe points (backups._check)
+        safe_points.append(db.users.count_documents({}))
+        if len(safe_points) == 4:  # after: the check for other containers, the live state, the indexes, a batch
+            assert safe_points[-1] == 1000, safe_points
+            os.kill(ferretdb[0][0].pid, signal.SIGSTOP)
+
+    monkeypatch.setattr(backups, "_check", freeze_after_the_first_batch)
+
+    with real_supervisord(tmp_path / "sv", extra=WRITERS):
+        wait_until(Path(settings.supervisor_socket).exists, 20, 0.05, "supervisord's socket")
+        supervisor = rpc(settings.supervisor_socket).supervisor
+        wait_until(lambda: all(supervisor.getProcessInfo(n)["statename"] == "RUNNING" for n in backups.WRITERS),
+                   20, 0.1, "the writers running")
+        said: list[str] = []
+        error, _ = failure(lambda: backups.restore(settings, path, out=said.append),
+                              backups.OTHERS_WATCH_S + GIVES_UP_S + 30)
+        running = [n for n in backups.WRITERS if supervisor.getProcessInfo(n)["statename"] == "RUNNING"]
+    assert isinstance(error, AutoReconnect), error  # cancelled, or timed out
+    assert running == list(backups.WRITERS), "the writers were left stopped"
+    assert re.fullmatch(r"putting it back failed too \(\w+\); the database may be half restored: once it "
+                        r"answers, run: botstack restore botstack-\w+-\w+-before-restore\.bson\.gz",
+                        said[-len(backups.WRITERS) - 1]), said
