@@ -58,7 +58,6 @@ class Lease:
         self.ttl = timedelta(seconds=ttl_s)
         self.valid_until = 0.0  # time.monotonic() until which the lease is surely this holder's
 
-
     @property
     def renew_every_s(self) -> float:
         return self.ttl.total_seconds() / 3
@@ -75,7 +74,8 @@ class Lease:
         except DuplicateKeyError:  # someone else holds it: the upsert collided with their document
             return False
         if not (before is not None and before.get("holder") == self.holder and before["expires_at"] >= now):
-            # Not still ours (this container's bot restarted: nobody else could race for it).
+            # Taken over, not still ours (as when this container's bot restarted, which no other
+            # could race for): confirmed by reading it again (see above).
             await asyncio.sleep(TAKEOVER_SETTLE_S)
             if (await self.current_holder())[0] != self.holder:
                 return False
