@@ -6,8 +6,11 @@ and records every poll and every reply, so "exactly once" is counted, not assume
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import shutil
+import subprocess
 import threading
 import time
 
@@ -118,6 +121,62 @@ def test_a_database_that_stops_answering_never_leaves_two_bots_polling(start_sta
            f"{stats['max_polling_at_once']}, overlapping polls {stats['overlapping_polls']}")
     assert stats["overlapping_polls"] == 0 and stats["conflicts"] == 0 and stats["max_polling_at_once"] == 1, stats
     for stack in (a, b):
+        clean_logs(stack)
+
+
+def firewall(stack, action: str, peer) -> None:
+    """Drop (action "-I") or let through again ("-D") every packet between `stack` and `peer`'s
+    container, from the host, in the stack's network namespace: a network cut between the two
+    alone, their connections left open."""
+    peer.reload()
+    ip = next(iter(peer.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
+    pid = stack.container.get_wrapped_container().attrs["State"]["Pid"]
+    for rule in (["INPUT", "-s", ip], ["OUTPUT", "-d", ip]):
+        subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables", action, rule[0], *rule[1:], "-j", "DROP"],
+                       check=True, capture_output=True)
+
+
+def test_a_holder_cut_off_from_the_database_stops_polling_before_the_other_takes_over(
+        start_stack, external_db, emulator):
+    """Only the polling instance loses the database (a network cut between the two; the other
+    still reaches it): the holder stops polling before its lease runs out, the other takes over
+    when it does, never both at once, and every update is answered once. Before, the holder
+    long-polled on until the driver gave up on its connections (~12 s), alongside the other."""
+    if os.geteuid() != 0 or not (shutil.which("nsenter") and shutil.which("iptables")):
+        pytest.skip("cuts the network from the host: needs root, nsenter and iptables (scripts/setup-host.sh)")
+    ttl = 6.0
+    stacks = [start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(ttl)) for _ in range(2)]
+    for stack in stacks:
+        stack.wait_healthy()
+    wait_until(lambda: exactly_one_active(*stacks), 30, "one active instance and one standby")
+    holder, other = sorted(stacks, key=lambda s: s.bot_status().get("role") != "active")
+    emulator.reset_stats(holder.bot_id)
+    with Injector(emulator, holder.bot_id, every_s=0.25, max_count=20) as before:
+        wait_until(lambda: len(before.ids) == 20, 30, "20 updates sent")
+    answered_once(emulator, holder.bot_id, before.ids)  # the holder is now long-polling an empty queue
+
+    database = external_db.container.get_wrapped_container()
+    firewall(holder, "-I", database)
+    cut = time.monotonic()
+    try:
+        # Nothing to fetch meanwhile: an update would stop the holder's polling by itself (its
+        # write to the inbox never returns); a quiet hour would not.
+        wait_until(lambda: other.bot_status().get("role") == "active", 3 * ttl, "the other instance polling",
+                   interval_s=0.1)
+        took_over = time.monotonic() - cut
+        with Injector(emulator, holder.bot_id, every_s=0.25, max_count=40) as meanwhile:
+            wait_until(lambda: len(meanwhile.ids) == 40, 30, "40 more updates sent")
+    finally:
+        firewall(holder, "-D", database)
+    wait_until(lambda: exactly_one_active(*stacks), 60, "the cut-off instance on standby")
+    answered_once(emulator, holder.bot_id, before.ids + meanwhile.ids, timeout_s=60)
+    stats = emulator.stats(holder.bot_id)
+    figure(f"holder cut off from the database (lease TTL {ttl:.0f} s): the other polled {took_over:.1f} s after "
+           f"the cut; {len(before.ids) + len(meanwhile.ids)} updates all answered once; most polling at once "
+           f"{stats['max_polling_at_once']}, overlapping polls {stats['overlapping_polls']}, "
+           f"409s {stats['conflicts']}")
+    assert stats["overlapping_polls"] == 0 and stats["conflicts"] == 0 and stats["max_polling_at_once"] == 1, stats
+    for stack in stacks:
         clean_logs(stack)
 
 
