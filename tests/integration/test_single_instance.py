@@ -75,22 +75,42 @@ def test_two_instances_one_active(start_stack, shared_db, emulator):
     assert standby.health()[0] == 0, "standby must count as healthy"
 
 
+OUTAGE_LEASE_TTL_S = 6.0  # the outage tests' lease: renewed every 2 s, the poll ends with 2 s left
+
+
+def holder_and_standby(start_stack, external_db, emulator) -> tuple:
+    """Two instances sharing `external_db`: (the polling one, the standby, 20 updates answered once);
+    the holder is then long-polling an empty queue."""
+    stacks = [start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(OUTAGE_LEASE_TTL_S))
+              for _ in range(2)]
+    for stack in stacks:
+        stack.wait_healthy()
+    wait_until(lambda: exactly_one_active(*stacks), 30, "one active instance and one standby")
+    holder, standby = sorted(stacks, key=lambda s: s.bot_status().get("role") != "active")
+    emulator.reset_stats(holder.bot_id)
+    with Injector(emulator, holder.bot_id, every_s=0.25, max_count=20) as before:
+        wait_until(lambda: len(before.ids) == 20, 30, "20 updates sent")
+    answered_once(emulator, holder.bot_id, before.ids)
+    return holder, standby, before.ids
+
+
+def one_poller_at_a_time(emulator, bot_id: str, stacks, what: str) -> None:
+    """The figure, then: never two polls at once, no 409, clean logs."""
+    stats = emulator.stats(bot_id)
+    figure(f"{what}; most polling at once {stats['max_polling_at_once']}, overlapping polls "
+           f"{stats['overlapping_polls']}, 409s {stats['conflicts']}")
+    assert stats["overlapping_polls"] == 0 and stats["conflicts"] == 0 and stats["max_polling_at_once"] == 1, stats
+    for stack in stacks:
+        clean_logs(stack)
+
+
 def test_a_database_that_stops_answering_never_leaves_two_bots_polling(start_stack, external_db, emulator):
     """The shared database freezes (connections open, no answer) for three lease TTLs: the holder
     stops polling before its lease could pass to the standby, nobody polls while the database is
     gone, then exactly one instance does, and every update, those sent meanwhile too, is answered
     once. Before, the holder long-polled on through the outage with its lease run out."""
-    ttl = 6.0
-    a = start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(ttl))
-    b = start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(ttl))
-    a.wait_healthy()
-    b.wait_healthy()
-    wait_until(lambda: exactly_one_active(a, b), 30, "one active instance and one standby")
-    emulator.reset_stats(a.bot_id)
-    with Injector(emulator, a.bot_id, every_s=0.25, max_count=20) as before:
-        wait_until(lambda: len(before.ids) == 20, 30, "20 updates sent")
-    answered_once(emulator, a.bot_id, before.ids)  # the holder is now long-polling an empty queue
-
+    ttl = OUTAGE_LEASE_TTL_S
+    a, b, before = holder_and_standby(start_stack, external_db, emulator)
     database = external_db.container.get_wrapped_container()
     database.pause()
     frozen = time.monotonic()
@@ -113,15 +133,11 @@ def test_a_database_that_stops_answering_never_leaves_two_bots_polling(start_sta
         database.reload()
         if database.status == "paused":  # the test failed during the outage
             database.unpause()
-    answered_once(emulator, a.bot_id, before.ids + meanwhile.ids, timeout_s=60)
-    stats = emulator.stats(a.bot_id)
-    figure(f"database frozen {3 * ttl:.0f} s under two instances (lease TTL {ttl:.0f} s): the holder stopped "
-           f"polling {stopped_after:.1f} s in; {len(before.ids) + len(meanwhile.ids)} updates "
-           f"({resumed} sent during the outage) all answered once; most polling at once "
-           f"{stats['max_polling_at_once']}, overlapping polls {stats['overlapping_polls']}")
-    assert stats["overlapping_polls"] == 0 and stats["conflicts"] == 0 and stats["max_polling_at_once"] == 1, stats
-    for stack in (a, b):
-        clean_logs(stack)
+    answered_once(emulator, a.bot_id, before + meanwhile.ids, timeout_s=60)
+    one_poller_at_a_time(emulator, a.bot_id, (a, b),
+                         f"database frozen {3 * ttl:.0f} s under two instances (lease TTL {ttl:.0f} s): the holder "
+                         f"stopped polling {stopped_after:.1f} s in; {len(before) + len(meanwhile.ids)} updates "
+                         f"({resumed} sent during the outage) all answered once")
 
 
 def firewall(stack, action: str, peer) -> None:
@@ -144,40 +160,26 @@ def test_a_holder_cut_off_from_the_database_stops_polling_before_the_other_takes
     long-polled on until the driver gave up on its connections (~12 s), alongside the other."""
     if os.geteuid() != 0 or not (shutil.which("nsenter") and shutil.which("iptables")):
         pytest.skip("cuts the network from the host: needs root, nsenter and iptables (scripts/setup-host.sh)")
-    ttl = 6.0
-    stacks = [start_stack(MONGODB_URI=external_db.uri, BOTSTACK_LEASE_TTL_S=str(ttl)) for _ in range(2)]
-    for stack in stacks:
-        stack.wait_healthy()
-    wait_until(lambda: exactly_one_active(*stacks), 30, "one active instance and one standby")
-    holder, other = sorted(stacks, key=lambda s: s.bot_status().get("role") != "active")
-    emulator.reset_stats(holder.bot_id)
-    with Injector(emulator, holder.bot_id, every_s=0.25, max_count=20) as before:
-        wait_until(lambda: len(before.ids) == 20, 30, "20 updates sent")
-    answered_once(emulator, holder.bot_id, before.ids)  # the holder is now long-polling an empty queue
-
+    holder, other, before = holder_and_standby(start_stack, external_db, emulator)
     database = external_db.container.get_wrapped_container()
     firewall(holder, "-I", database)
     cut = time.monotonic()
     try:
         # Nothing to fetch meanwhile: an update would stop the holder's polling by itself (its
         # write to the inbox never returns); a quiet hour would not.
-        wait_until(lambda: other.bot_status().get("role") == "active", 3 * ttl, "the other instance polling",
-                   interval_s=0.1)
+        wait_until(lambda: other.bot_status().get("role") == "active", 3 * OUTAGE_LEASE_TTL_S,
+                   "the other instance polling", interval_s=0.1)
         took_over = time.monotonic() - cut
         with Injector(emulator, holder.bot_id, every_s=0.25, max_count=40) as meanwhile:
             wait_until(lambda: len(meanwhile.ids) == 40, 30, "40 more updates sent")
     finally:
         firewall(holder, "-D", database)
-    wait_until(lambda: exactly_one_active(*stacks), 60, "the cut-off instance on standby")
-    answered_once(emulator, holder.bot_id, before.ids + meanwhile.ids, timeout_s=60)
-    stats = emulator.stats(holder.bot_id)
-    figure(f"holder cut off from the database (lease TTL {ttl:.0f} s): the other polled {took_over:.1f} s after "
-           f"the cut; {len(before.ids) + len(meanwhile.ids)} updates all answered once; most polling at once "
-           f"{stats['max_polling_at_once']}, overlapping polls {stats['overlapping_polls']}, "
-           f"409s {stats['conflicts']}")
-    assert stats["overlapping_polls"] == 0 and stats["conflicts"] == 0 and stats["max_polling_at_once"] == 1, stats
-    for stack in stacks:
-        clean_logs(stack)
+    wait_until(lambda: exactly_one_active(holder, other), 60, "the cut-off instance on standby")
+    answered_once(emulator, holder.bot_id, before + meanwhile.ids, timeout_s=60)
+    one_poller_at_a_time(emulator, holder.bot_id, (holder, other),
+                         f"holder cut off from the database (lease TTL {OUTAGE_LEASE_TTL_S:.0f} s): the other "
+                         f"polled {took_over:.1f} s after the cut; {len(before) + len(meanwhile.ids)} updates all "
+                         f"answered once")
 
 
 def test_redeploy_handover(start_stack, shared_db, emulator):
