@@ -182,19 +182,24 @@ def restore(settings: Settings, path: Path, out=print) -> None:
 
 def _alone(db: Database, watch_s: float = OTHERS_WATCH_S) -> None:
     """Refuse while another botstack container uses the database (its writers would write into
-    it half restored): its bot holds the lease (polling), or its api writes its readiness."""
-    lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
-                                 "expires_at": {"$gt": datetime.now(timezone.utc)}})
-    other = f"its bot holds the lease: {lease['holder']}" if lease else ""
+    it half restored): its bot holds the lease (polling; a standby takes it within a second of
+    this container's bot letting it go), or its api writes its readiness. Watched for `watch_s`."""
     seen = db[READINESS].find_one({"_id": "api"})
     deadline = time.monotonic() + watch_s
-    while not other and time.monotonic() < deadline:
-        time.sleep(0.25)
+    while True:
+        lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
+                                     "expires_at": {"$gt": datetime.now(timezone.utc)}})
+        if lease:
+            other = f"its bot holds the lease: {lease['holder']}"
+            break
         if db[READINESS].find_one({"_id": "api"}) != seen:
             other = "its api wrote to it after this container's stopped"
-    if other:
-        raise Refused(f"another botstack container uses this database ({other}); scale to one container "
-                      f"before a restore (with Swarm: docker service scale <stack>_botstack=1)")
+            break
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.25)
+    raise Refused(f"another botstack container uses this database ({other}); scale to one container "
+                  f"before a restore (with Swarm: docker service scale <stack>_botstack=1)")
 
 
 def _live(db: Database, out) -> set[str]:

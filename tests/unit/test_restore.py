@@ -6,9 +6,11 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -91,6 +93,26 @@ def test_a_restore_is_refused_while_another_containers_api_writes(ferretdb, tmp_
         writing.set()
         thread.join()
     backups._alone(db, watch_s=1.0)  # alone again (an expired lease is no one's): not refused
+
+
+def test_a_restore_is_refused_when_another_containers_standby_takes_the_lease_meanwhile(
+        ferretdb, tmp_path, monkeypatch):
+    settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
+    db.bot_leases.insert_one({"_id": "bot", "holder": socket.gethostname(), "expires_at": datetime(1970, 1, 1,
+                                                                                                   tzinfo=timezone.utc)})
+
+    def standby_takes_over() -> None:  # this container's bot let the lease go; the other's takes it
+        time.sleep(1.0)
+        db.bot_leases.update_one({"_id": "bot"}, {"$set": {
+            "holder": "a1b2c3d4e5f6", "expires_at": datetime.now(timezone.utc) + timedelta(seconds=15)}})
+
+    thread = threading.Thread(target=standby_takes_over)
+    thread.start()
+    try:
+        with pytest.raises(backups.Refused, match=r"its bot holds the lease: a1b2c3d4e5f6"):
+            backups._alone(db, watch_s=3.0)
+    finally:
+        thread.join()
 
 
 SHIELDED = """
