@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -78,20 +77,12 @@ def test_a_restore_is_refused_while_another_containers_bot_holds_the_lease(ferre
 def test_a_restore_is_refused_while_another_containers_api_writes(ferretdb, tmp_path, monkeypatch):
     settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
     db.bot_leases.insert_one({"_id": "bot", "holder": "a1b2c3d4e5f6", "expires_at": datetime.now(timezone.utc)})
-    writing = threading.Event()
 
-    def other_api() -> None:  # its readiness, as its sidecar's check every 2 s makes it write
-        while not writing.wait(0.5):
+    def other_api(stop: threading.Event) -> None:  # its readiness, as its sidecar's check every 2 s makes it write
+        while not stop.wait(0.5):
             db.readiness.update_one({"_id": "api"}, {"$set": {"at": datetime.now(timezone.utc)}}, upsert=True)
 
-    thread = threading.Thread(target=other_api)
-    thread.start()
-    try:
-        with pytest.raises(backups.Refused, match=r"its api wrote to it after this container's stopped"):
-            backups._alone(db, watch_s=3.0)
-    finally:
-        writing.set()
-        thread.join()
+    refused_while(db, other_api, r"its api wrote to it after this container's stopped")
     backups._alone(db, watch_s=1.0)  # alone again (an expired lease is no one's): not refused
 
 
@@ -101,17 +92,24 @@ def test_a_restore_is_refused_when_another_containers_standby_takes_the_lease_me
     db.bot_leases.insert_one({"_id": "bot", "holder": socket.gethostname(), "expires_at": datetime(1970, 1, 1,
                                                                                                    tzinfo=timezone.utc)})
 
-    def standby_takes_over() -> None:  # this container's bot let the lease go; the other's takes it
-        time.sleep(1.0)
-        db.bot_leases.update_one({"_id": "bot"}, {"$set": {
-            "holder": "a1b2c3d4e5f6", "expires_at": datetime.now(timezone.utc) + timedelta(seconds=15)}})
+    def standby_takes_over(stop: threading.Event) -> None:  # ours let the lease go; 1 s later the other's takes it
+        if not stop.wait(1.0):
+            db.bot_leases.update_one({"_id": "bot"}, {"$set": {
+                "holder": "a1b2c3d4e5f6", "expires_at": datetime.now(timezone.utc) + timedelta(seconds=15)}})
 
-    thread = threading.Thread(target=standby_takes_over)
+    refused_while(db, standby_takes_over, r"its bot holds the lease: a1b2c3d4e5f6")
+
+
+def refused_while(db, other_container, reason: str) -> None:
+    """The restore's watch (3 s) refuses, for `reason`, while `other_container(stop)` works on a thread."""
+    stop = threading.Event()
+    thread = threading.Thread(target=other_container, args=(stop,))
     thread.start()
     try:
-        with pytest.raises(backups.Refused, match=r"its bot holds the lease: a1b2c3d4e5f6"):
+        with pytest.raises(backups.Refused, match=reason):
             backups._alone(db, watch_s=3.0)
     finally:
+        stop.set()
         thread.join()
 
 
