@@ -73,9 +73,10 @@ class Lease:
             )
         except DuplicateKeyError:  # someone else holds it: the upsert collided with their document
             return False
-        if not (before is not None and before.get("holder") == self.holder and before["expires_at"] >= now):
-            # Taken over, not still ours (as when this container's bot restarted, which no other
-            # could race for): confirmed by reading it again (see above).
+        # Still ours (this container's bot restarted): nobody else could race for it. Taken over:
+        # confirmed by reading it again (see above).
+        still_ours = before is not None and before.get("holder") == self.holder and before["expires_at"] >= now
+        if not still_ours:
             await asyncio.sleep(TAKEOVER_SETTLE_S)
             if (await self.current_holder())[0] != self.holder:
                 return False

@@ -164,13 +164,7 @@ def restore(settings: Settings, path: Path, out=print) -> None:
             except Exception as exc:  # Interrupted too: not left half restored
                 out(f"restore of {path.name} failed ({type(exc).__name__}: {redact(str(exc))[:200]}); "
                     f"putting back the database as it was ({safety.name})")
-                try:
-                    _restore(settings, db, safety, kept)
-                except Exception as again:  # the database went away or hangs: say what is left to do
-                    out(f"putting it back failed too ({type(again).__name__}); the database may be half "
-                        f"restored: once it answers, run: botstack restore {safety.name}")
-                    raise exc from again
-                out(f"the database is as it was before the restore ({safety.name})")
+                _put_back(settings, db, safety, kept, out, exc)
                 raise
         out(f"restored {path.name} in {time.monotonic() - t0:.1f} s (indexes included)")
     finally:
@@ -178,6 +172,18 @@ def restore(settings: Settings, path: Path, out=print) -> None:
             if supervisor.getProcessInfo(name)["statename"] != "RUNNING":  # its stop failed half-way
                 supervisor.startProcess(name)
             out(f"started {name}")
+
+
+def _put_back(settings: Settings, db: Database, safety: Path, kept: set[str], out, failed: Exception) -> None:
+    """The safety backup back in place of a restore that `failed`. If that fails too (the
+    database went away or hangs), say what is left to do and raise `failed`."""
+    try:
+        _restore(settings, db, safety, kept)
+    except Exception as again:
+        out(f"putting it back failed too ({type(again).__name__}); the database may be half "
+            f"restored: once it answers, run: botstack restore {safety.name}")
+        raise failed from again
+    out(f"the database is as it was before the restore ({safety.name})")
 
 
 def _alone(db: Database, watch_s: float = OTHERS_WATCH_S) -> None:
@@ -254,6 +260,7 @@ def _restore_archive(db: Database, path: Path, kept: set[str], check) -> None:
         if len(batch) >= 1000:
             flush()
     flush()
+
 
 def _create_index(collection, spec: dict) -> None:
     keys = list(spec["key"].items())
