@@ -15,11 +15,14 @@ Measured for each, --runs times, reported as medians and ratios (usual / botstac
 - time from SIGKILL, and from SIGSTOP, of each of api, web, bot and the database until that
   program answers again from outside (api and web: /health; bot: a reply to /version; the
   database: the API's /ready), after which the whole setup is let settle again;
-- cold start: start → the API ready, the dashboard answering and the bot replying;
+- cold start: start → the API ready, the dashboard answering and the bot replying (each setup's
+  Bot API emulator is already up: it stands in for Telegram, outside both);
 - total memory of every process once healthy, read from the host (RSS, and PSS: shared pages
   divided among the processes that map them; health checks' short-lived processes left out),
   also with each container's runtime shim; and exactly: the physical pages all of them hold,
-  each counted once; and image sizes;
+  each counted once; and what the host gave: its anonymous memory (every process, Docker's
+  daemons included) and the kernel's own (unreclaimable slab, stacks, page tables), from
+  /proc/meminfo, once healthy minus just before the start; and image sizes;
 - `docker stop` (botstack) vs `docker compose stop` (the usual setup).
 
 Needs the images the integration tests build (`pytest -m integration` first, default tag
@@ -162,6 +165,23 @@ def container_memory(first_pid: int) -> Held:
     return held
 
 
+HOST_KEYS = ("AnonPages", "SUnreclaim", "KernelStack", "PageTables")
+
+
+def host_used_mib(samples: int = 5) -> float:
+    """What the host has given out that it cannot take back: every process's anonymous memory
+    (Docker's daemons and the shims included) and the kernel's own (unreclaimable slab, stacks,
+    page tables); the page cache is left out (both setups read the same image files). A median
+    of `samples` readings a second apart: the daemons' heaps move a little on their own."""
+    readings = []
+    for i in range(samples):
+        if i:
+            time.sleep(1)
+        fields = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+        readings.append(sum(int(fields[key].split()[0]) for key in HOST_KEYS) / 1024)
+    return statistics.median(readings)
+
+
 def all_answer(setup) -> bool:
     return all(setup.answers(p) for p in PROGRAMS)
 
@@ -188,6 +208,7 @@ class Botstack:
             .with_env("BOTSTACK_WEB_PASSWORD", "bench-dashboard-password")
             .with_env("TELEGRAM_API_BASE_URL", "http://telegram:8081/bot")
         )
+        self.host_before = host_used_mib()
         t0 = time.monotonic()
         self.container.start()
         self.stack = Stack(self.container, bot_id=self.token.split(":")[0])
@@ -208,7 +229,7 @@ class Botstack:
     def memory_mib(self) -> dict[str, float]:
         wrapped = self.container.get_wrapped_container()
         wrapped.reload()
-        return container_memory(wrapped.attrs["State"]["Pid"]).mib()
+        return {**container_memory(wrapped.attrs["State"]["Pid"]).mib(), "host": host_used_mib() - self.host_before}
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -248,10 +269,15 @@ class Usual:
         return result.stdout.strip()
 
     def start(self) -> float:
+        # The emulator first, outside the timing (as botstack's, started with its network).
+        self.compose("up", "-d", "telegram")
+        self.emulator = Emulator(None, f"http://127.0.0.1:{self.ports['TELEGRAM_PORT']}")
+        wait_until(lambda: http_get(f"{self.emulator.url}/_emulator/health").status_code == 200, 30,
+                   "the emulator")
+        self.api, self.web = (f"http://127.0.0.1:{self.ports[name]}" for name in ("API_PORT", "WEB_PORT"))
+        self.host_before = host_used_mib()
         t0 = time.monotonic()
         self.compose("up", "-d")
-        self.api, self.web = (f"http://127.0.0.1:{self.ports[name]}" for name in ("API_PORT", "WEB_PORT"))
-        self.emulator = Emulator(None, f"http://127.0.0.1:{self.ports['TELEGRAM_PORT']}")
         wait_until(lambda: all_answer(self), 180, "the usual setup answering", interval_s=0.1)
         return time.monotonic() - t0
 
@@ -280,7 +306,7 @@ class Usual:
             held = container_memory(self.container(service).attrs["State"]["Pid"])
             print(f"usual: {service} " + ", ".join(f"{k} {v:.1f}" for k, v in held.mib().items()) + " MiB", flush=True)
             total |= held
-        return total.mib()
+        return {**total.mib(), "host": host_used_mib() - self.host_before}
 
     def stop(self) -> float:
         t0 = time.monotonic()
@@ -346,7 +372,7 @@ def main() -> None:
     print(f"{'':<20} {'botstack':>10} {'usual':>10} {'ratio':>7}")
     for key, bv, uv in rows:
         print(f"{key:<20} {bv:>9.1f}s {uv:>9.1f}s {uv / bv:>7.2f}")
-    for kind in ("rss", "pss", "rss+shim", "pss+shim", "distinct+shim"):
+    for kind in ("rss", "pss", "rss+shim", "pss+shim", "distinct+shim", "host"):
         bm, um = (median([m[kind] for m in r["memory_mib"]]) for r in (b, u))
         print(f"{'memory ' + kind.upper():<20} {bm:>7.0f}MiB {um:>7.0f}MiB {um / bm:>7.2f}")
     print(f"images: botstack (offline test image, with the stand-in mongod) {sizes[OFFLINE]:.0f} MB; "
