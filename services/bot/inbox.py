@@ -131,7 +131,8 @@ class Inbox:
         self._done: list[str] = []
         self._records: dict[int, list[tuple[str, dict]]] = {}  # update_id -> its handlers' record() calls
         self._writes: list[tuple[str, dict]] = []  # records of finished updates, written before their done marks
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # an update finished: room to claim more
+        self._finished = asyncio.Event()  # ...and a done mark to write
         self._last_cleanup = 0.0
         self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so
         self._outage_told_at: float | None = None
@@ -190,17 +191,22 @@ class Inbox:
         """While this process may handle updates (it holds the polling lease, or it is in webhook
         mode): claim what is due, oldest first, and put it on the application's queue; renew
         the claims of what runs; recover abandoned claims; park what exhausted its attempts;
-        clean up old done entries."""
+        clean up old done entries. Beside it, mark finished updates done (_mark_done)."""
         self.app = app
-        last_renew = last_recover = last_flush = 0.0
+        marking = asyncio.create_task(self._mark_done(stop), name="inbox-done")
+        try:
+            await self._claim_until(stop)
+        finally:
+            if not stop.is_set():  # cancelled: the marks it had taken are put back (_flush_done)
+                marking.cancel()
+            await asyncio.gather(marking, return_exceptions=True)
+
+    async def _claim_until(self, stop: asyncio.Event) -> None:
+        last_renew = last_recover = 0.0
         while not stop.is_set():
             self._wake.clear()
             try:
                 now = time.monotonic()
-                if (self._done or self._writes) and (len(self._done) >= DONE_BATCH or not self.in_flight
-                                                     or now - last_flush >= FLUSH_EVERY_S):
-                    await self._flush_done()
-                    last_flush = now
                 if now - last_renew > self.claim_ttl_s / 3:
                     await self._renew()
                     last_renew = now
@@ -217,13 +223,29 @@ class Inbox:
                 continue
             if claimed:
                 continue  # more may be due
-            waking = asyncio.create_task(self._wake.wait())
-            stopping = asyncio.create_task(stop.wait())
-            await asyncio.wait({waking, stopping},
-                               timeout=FLUSH_EVERY_S if self._done or self._writes else RECOVER_EVERY_S,
-                               return_when=asyncio.FIRST_COMPLETED)
-            waking.cancel()
-            stopping.cancel()
+            await _first_of(self._wake, stop, RECOVER_EVERY_S)
+
+    async def _mark_done(self, stop: asyncio.Event) -> None:
+        """Finished updates are marked done in a task of their own, never behind a claim: until
+        its mark is in, an update whose reply went out runs again if the process dies (the reply
+        is sent twice). With the database 150 ms away, a pass of the claim loop took a second or
+        two, and a SIGKILL mid-burst sent 29 of 300 replies twice."""
+        last = 0.0
+        while not stop.is_set():
+            self._finished.clear()
+            waiting = bool(self._done or self._writes)
+            since = time.monotonic() - last
+            if waiting and (len(self._done) >= DONE_BATCH or not self.in_flight or since >= FLUSH_EVERY_S):
+                last = time.monotonic()
+                try:
+                    await self._flush_done()
+                except PyMongoError:  # the claim loop tells of the outage; the marks are kept
+                    await wait_for_stop(stop, RECOVER_EVERY_S)
+                except Exception:
+                    log.exception("inbox: done marks not written; kept, tried again in %.0f s", RECOVER_EVERY_S)
+                    await wait_for_stop(stop, RECOVER_EVERY_S)
+                continue
+            await _first_of(self._finished, stop, FLUSH_EVERY_S - since if waiting else None)
 
     async def _claim_due(self) -> int:
         """Refill the window once half of it is free (or nothing runs), not slot by slot."""
@@ -360,7 +382,7 @@ class Inbox:
         if writes:
             try:
                 await self._insert(writes)
-            except PyMongoError:
+            except BaseException:  # a database error, or the task cancelled: kept for the next flush
                 self._writes[:0] = writes
                 self._done[:0] = ids
                 raise
@@ -369,7 +391,7 @@ class Inbox:
         done = {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}}
         try:  # one statement: FerretDB v1 holds a connection per statement of a command until its end
             await self.collection.update_many({"_id": {"$in": ids}}, done)
-        except PyMongoError:
+        except BaseException:
             self._done[:0] = ids  # kept for the next flush; at worst they run again after a crash
             raise
 
@@ -425,6 +447,7 @@ class Inbox:
         doc_id = self.key(update.update_id)
         self._suspects_maybe = self._suspects_maybe or suspect
         self._wake.set()
+        self._finished.set()
         if error is None:
             self._done.append(doc_id)
             return
@@ -496,6 +519,16 @@ class Inbox:
         except PyMongoError as exc:
             log.warning("inbox hand-back failed (%s); the claims expire in %.0f s", exc, self.claim_ttl_s)
         self.in_flight.clear()
+
+
+async def _first_of(event: asyncio.Event, stop: asyncio.Event, timeout_s: float | None) -> None:
+    """Wait until `event` or `stop` is set, or `timeout_s` (None: no limit) has passed."""
+    waits = {asyncio.create_task(event.wait()), asyncio.create_task(stop.wait())}
+    try:
+        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()
 
 
 async def counts(collection: AsyncCollection, bot_id: str | None = None) -> dict[str, int]:

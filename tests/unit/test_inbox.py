@@ -209,3 +209,39 @@ def test_an_outage_is_told_in_one_line_not_one_per_reply(ferretdb, caplog):
                               "using an attempt (1 failed for it since the last such line; update 1 again in 1 s)"]
     assert len(seen["after"]) == 1 and "; update 1 again in 2 s)" in seen["after"][0], seen["after"]
     assert sorted(seen["counts"]) == [(0, 1)] * 9 + [(0, 2)]
+
+
+def test_a_finished_update_is_marked_done_while_a_claim_takes_long(ferretdb):
+    """A claim costs three round trips: with the database far away, a pass of the claim loop
+    takes seconds. An update that finishes meanwhile is marked done at once, not after the
+    claim: until then a crash would run it again and send its reply twice."""
+    _, port = ferretdb
+    claim_s = 3.0
+
+    async def run() -> float:
+        async with clients(port) as [client]:
+            inbox = dispatcher(client, "replica-0")
+            updates = await stored_and_claimed(inbox, (1,))
+            claim, claiming = inbox._claim_due, asyncio.Event()
+
+            async def far_claim():
+                claiming.set()
+                await asyncio.sleep(claim_s)  # the round trips to a database far away
+                return await claim()
+
+            inbox._claim_due = far_claim
+            stop = asyncio.Event()
+            dispatching = asyncio.create_task(inbox.dispatch(inbox.app, stop))
+            await asyncio.wait_for(claiming.wait(), 5)
+            finished = asyncio.get_running_loop().time()
+            await inbox.finished(updates[1])
+            try:
+                while (await client.botstack[COLLECTION].find_one({"update_id": 1}))["state"] != "done":
+                    assert asyncio.get_running_loop().time() - finished < claim_s, "marked done only after the claim"
+                    await asyncio.sleep(0.02)
+                return asyncio.get_running_loop().time() - finished
+            finally:
+                stop.set()
+                await dispatching
+
+    assert asyncio.run(run()) < 1.0
