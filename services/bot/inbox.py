@@ -133,6 +133,12 @@ class Inbox:
         self._writes: list[tuple[str, dict]] = []  # records of finished updates, written before their done marks
         self._wake = asyncio.Event()  # an update finished: room to claim more
         self._finished = asyncio.Event()  # ...and a done mark to write
+        # Held by each write to this process's claimed updates (renewals, recoveries, done marks):
+        # FerretDB v1 updates a document by reading and writing it whole, so a renewal that read
+        # an update before its done mark went in would write it back as claimed (and it would run
+        # again on another replica once that claim expired). One statement at a time, as when both
+        # ran in the claim loop; a done mark waits for one statement at most, not for a claim.
+        self._claimed_writes = asyncio.Lock()
         self._last_cleanup = 0.0
         self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so
         self._outage_told_at: float | None = None
@@ -321,20 +327,22 @@ class Inbox:
 
     async def _renew(self) -> None:
         if self.in_flight:
-            await self.collection.update_many(
-                {"claim": {"$in": list({token for token, _ in self.in_flight.values()})}, "state": CLAIMED},
-                {"$set": {"claim_until": _now() + timedelta(seconds=self.claim_ttl_s)}},
-            )
+            async with self._claimed_writes:
+                await self.collection.update_many(
+                    {"claim": {"$in": list({token for token, _ in self.in_flight.values()})}, "state": CLAIMED},
+                    {"$set": {"claim_until": _now() + timedelta(seconds=self.claim_ttl_s)}},
+                )
 
     async def _recover_abandoned(self, holder: str | None = None) -> int:
         """Claims whose process died: expired ones, or (`holder`) those of this container's
         previous bot process. They are due again (after a second death, as suspects)."""
         which = {"claimed_by": holder} if holder else {"claim_until": {"$lt": _now()}}
-        result = await self.collection.update_many(
-            {"bot": self.bot_id, "state": CLAIMED, **which},
-            {"$set": {"state": PENDING, "next_at": _now()}, "$inc": {"abandoned": 1},
-             "$unset": {"claim": "", "claim_until": ""}},
-        )
+        async with self._claimed_writes:
+            result = await self.collection.update_many(
+                {"bot": self.bot_id, "state": CLAIMED, **which},
+                {"$set": {"state": PENDING, "next_at": _now()}, "$inc": {"abandoned": 1},
+                 "$unset": {"claim": "", "claim_until": ""}},
+            )
         if result.modified_count:
             log.warning("%d update(s) a bot process took and did not finish are handled again",
                         result.modified_count)
@@ -390,7 +398,8 @@ class Inbox:
             return
         done = {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}}
         try:  # one statement: FerretDB v1 holds a connection per statement of a command until its end
-            await self.collection.update_many({"_id": {"$in": ids}}, done)
+            async with self._claimed_writes:
+                await self.collection.update_many({"_id": {"$in": ids}}, done)
         except BaseException:
             self._done[:0] = ids  # kept for the next flush; at worst they run again after a crash
             raise
