@@ -10,9 +10,10 @@ times the replies from the first to the last (by the emulator's clock, as it too
 The emulator's flood control and the bot's rate limiter are off: Telegram itself would cap
 replies at 30/s, and this measures what the bot can handle. The setups take turns, --repeat
 times (run-to-run noise on the 2-core CI machine is about 15 %). Reports each setup's median
-updates/s (and every run's) and the ratio, and the working tree once more with one update at a
-time (BOTSTACK_INBOX_CONCURRENCY=1), which separates the store's write contention (the stand-in,
-FerretDB on SQLite, takes one writer at a time) from the inbox's round trips per cycle.
+updates/s (and every run's) and the ratio, and both once more with one update at a time
+(BOTSTACK_INBOX_CONCURRENCY=1; "before" only if REF has that setting), which separates the
+store's write contention (the stand-in, FerretDB on SQLite, takes one writer at a time) from
+the inbox's round trips and writes per update.
 """
 
 from __future__ import annotations
@@ -130,6 +131,9 @@ def main() -> None:
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each setup, taking turns")
     args = parser.parse_args()
+    settings = subprocess.run(["git", "-C", str(ROOT), "show", f"{args.before}:services/common/settings.py"],
+                              capture_output=True, text=True, check=True).stdout
+    has_inbox_concurrency = "inbox_concurrency" in settings
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp, args.before], check=True,
                        capture_output=True)
@@ -150,8 +154,11 @@ def main() -> None:
     try:
         emulator = Emulator(emu, f"http://{emu.get_container_host_ip()}:{emu.get_exposed_port(8081)}")
         wait_until(lambda: http_get(f"{emulator.url}/_emulator/health").status_code == 200, 30, "the emulator")
-        runs = (("before", before, {}), ("after", after, {}),
-                ("after, 1 at a time", after, {"BOTSTACK_INBOX_CONCURRENCY": "1"}))
+        alone = {"BOTSTACK_INBOX_CONCURRENCY": "1"}
+        runs = [("before", before, {}), ("after", after, {})]
+        if has_inbox_concurrency:  # a ref before the inbox has no such setting
+            runs.append(("before, 1 at a time", before, alone))
+        runs.append(("after, 1 at a time", after, alone))
         measured: dict[str, list[tuple[float, dict[str, float]]]] = {name: [] for name, _, _ in runs}
         for turn in range(args.repeat):
             for i, (name, image, env) in enumerate(runs):
@@ -165,7 +172,7 @@ def main() -> None:
                       {k: statistics.median(u[k] for _, u in got) for k in got[0][1]}) for name, got in measured.items()}
     base = medians["before"][0]
     for name, (rate, used) in medians.items():
-        print(f"  {name:<18} {rate:7.1f} updates/s  ({rate / base:.2f}x before)   CPU ms per update: "
+        print(f"  {name:<19} {rate:7.1f} updates/s  ({rate / base:.2f}x before)   CPU ms per update: "
               + ", ".join(f"{k} {v * 1000:.1f}" for k, v in sorted(used.items()) if k != "cores busy")
               + f"; {used['cores busy']:.2f} cores busy; runs: "
               + ", ".join(f"{r:.1f}" for r, _ in measured[name]))

@@ -59,7 +59,7 @@ from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
 from services.common.collections import INBOX, INBOX_CLAIMS
 from services.common.db import DUPLICATE_KEY, already_stored, why
-from services.common.wait import wait_for_stop
+from services.common.wait import wait_for_either, wait_for_stop
 
 log = logging.getLogger("botstack.bot.inbox")
 
@@ -132,8 +132,9 @@ class Inbox:
         self._records: dict[int, list[tuple[str, dict]]] = {}  # update_id -> its handlers' record() calls
         self._writes: list[tuple[str, dict]] = []  # records of finished updates, written before their done marks
         self._wake = asyncio.Event()  # an update finished: room to claim more
-        self._finished = asyncio.Event()  # ...and a done mark to write
-        # Held by each write to this process's claimed updates (renewals, recoveries, done marks):
+        self._to_mark = asyncio.Event()  # ...and a done mark to write, or the claim loop went idle
+        self._claiming = True  # the claim loop is at work: more updates are coming
+        # Held by each write to this process's claimed updates (renewals, recoveries, done marks, failures):
         # FerretDB v1 updates a document by reading and writing it whole, so a renewal that read
         # an update before its done mark went in would write it back as claimed (and it would run
         # again on another replica once that claim expired). One statement at a time, as when both
@@ -229,29 +230,37 @@ class Inbox:
                 continue
             if claimed:
                 continue  # more may be due
-            await _first_of(self._wake, stop, RECOVER_EVERY_S)
+            self._claiming = False
+            self._to_mark.set()
+            await wait_for_either(self._wake, stop, RECOVER_EVERY_S)
+            self._claiming = True
 
     async def _mark_done(self, stop: asyncio.Event) -> None:
         """Finished updates are marked done in a task of their own, never behind a claim: until
         its mark is in, an update whose reply went out runs again if the process dies (the reply
         is sent twice). With the database 150 ms away, a pass of the claim loop took a second or
-        two, and a SIGKILL mid-burst sent 29 of 300 replies twice."""
+        two, and a SIGKILL mid-burst sent 29 of 300 replies twice.
+
+        They go in at most every FLUSH_EVERY_S (or DONE_BATCH at a time), at once only when nothing
+        runs and nothing is being claimed. (At once whenever nothing ran: one update at a time
+        emptied the window during every claim, and 300 updates took 144 done-mark writes, where
+        the claim loop's own marks had taken 41; each is a scan of the inbox on the stand-in.)"""
         last = 0.0
         while not stop.is_set():
-            self._finished.clear()
+            self._to_mark.clear()
             waiting = bool(self._done or self._writes)
             since = time.monotonic() - last
-            if waiting and (len(self._done) >= DONE_BATCH or not self.in_flight or since >= FLUSH_EVERY_S):
+            idle = not (self.in_flight or self._claiming)
+            if waiting and (len(self._done) >= DONE_BATCH or idle or since >= FLUSH_EVERY_S):
                 last = time.monotonic()
                 try:
                     await self._flush_done()
-                except PyMongoError:  # the claim loop tells of the outage; the marks are kept
-                    await wait_for_stop(stop, RECOVER_EVERY_S)
-                except Exception:
-                    log.exception("inbox: done marks not written; kept, tried again in %.0f s", RECOVER_EVERY_S)
+                except Exception as exc:  # the marks are kept (_flush_done) for the next try
+                    if not isinstance(exc, PyMongoError):  # an outage the claim loop tells of
+                        log.exception("inbox: done marks not written; kept, tried again in %.0f s", RECOVER_EVERY_S)
                     await wait_for_stop(stop, RECOVER_EVERY_S)
                 continue
-            await _first_of(self._finished, stop, FLUSH_EVERY_S - since if waiting else None)
+            await wait_for_either(self._to_mark, stop, FLUSH_EVERY_S - since if waiting else None)
 
     async def _claim_due(self) -> int:
         """Refill the window once half of it is free (or nothing runs), not slot by slot."""
@@ -456,7 +465,7 @@ class Inbox:
         doc_id = self.key(update.update_id)
         self._suspects_maybe = self._suspects_maybe or suspect
         self._wake.set()
-        self._finished.set()
+        self._to_mark.set()
         if error is None:
             self._done.append(doc_id)
             return
@@ -465,28 +474,29 @@ class Inbox:
             return
         outage = out_of_reach(error)
         counter, limit = ("outages", OUTAGE_MAX) if outage else ("attempts", self.max_attempts)
-        try:
-            doc = await self.collection.find_one_and_update(
-                {"_id": doc_id, "claim": token}, {"$inc": {counter: 1}, "$set": {"error": describe(error)}},
-                return_document=ReturnDocument.AFTER)  # no projection: FerretDB v1 has none here
-            if doc is None:
-                return  # the claim was lost (expired and taken again): its new holder decides
-            count = int(doc.get(counter, 1))
-            if count >= limit:
-                why_parked = " with the Bot API out of reach" if outage else ""
-                await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
-                return
-            delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
-            if outage:
-                self._tell_outage_wait(update.update_id, error, delay)
-            else:
-                log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,
-                            describe(error), count + 1, self.max_attempts, delay)
-            await self.collection.update_one(
-                {"_id": doc_id, "claim": token},
-                {"$set": {"state": PENDING, "next_at": _now() + timedelta(seconds=delay)},
-                 "$unset": {"claim": "", "claim_until": ""}},
-            )
+        try:  # taking turns with renewals (as done marks do): a renewal written over this would undo it
+            async with self._claimed_writes:
+                doc = await self.collection.find_one_and_update(
+                    {"_id": doc_id, "claim": token}, {"$inc": {counter: 1}, "$set": {"error": describe(error)}},
+                    return_document=ReturnDocument.AFTER)  # no projection: FerretDB v1 has none here
+                if doc is None:
+                    return  # the claim was lost (expired and taken again): its new holder decides
+                count = int(doc.get(counter, 1))
+                if count >= limit:
+                    why_parked = " with the Bot API out of reach" if outage else ""
+                    await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
+                    return
+                delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
+                if outage:
+                    self._tell_outage_wait(update.update_id, error, delay)
+                else:
+                    log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,
+                                describe(error), count + 1, self.max_attempts, delay)
+                await self.collection.update_one(
+                    {"_id": doc_id, "claim": token},
+                    {"$set": {"state": PENDING, "next_at": _now() + timedelta(seconds=delay)},
+                     "$unset": {"claim": "", "claim_until": ""}},
+                )
         except PyMongoError as exc:  # the claim expires and the update runs again
             log.warning("could not record the failure of update %s (%s)", update.update_id, exc)
 
@@ -528,16 +538,6 @@ class Inbox:
         except PyMongoError as exc:
             log.warning("inbox hand-back failed (%s); the claims expire in %.0f s", exc, self.claim_ttl_s)
         self.in_flight.clear()
-
-
-async def _first_of(event: asyncio.Event, stop: asyncio.Event, timeout_s: float | None) -> None:
-    """Wait until `event` or `stop` is set, or `timeout_s` (None: no limit) has passed."""
-    waits = {asyncio.create_task(event.wait()), asyncio.create_task(stop.wait())}
-    try:
-        await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waits:
-            task.cancel()
 
 
 async def counts(collection: AsyncCollection, bot_id: str | None = None) -> dict[str, int]:

@@ -15,3 +15,15 @@ async def wait_for_stop(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def wait_for_either(event: asyncio.Event, stop: asyncio.Event, seconds: float | None) -> None:
+    """Sleep until `event` (work to do) or `stop` is set, or up to `seconds` (None: no limit):
+    a loop that waits for work wakes at once for it, and for a SIGTERM."""
+    waits = {asyncio.create_task(event.wait()), asyncio.create_task(stop.wait())}
+    try:
+        await asyncio.wait(waits, timeout=None if seconds is None else max(0.0, seconds),
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waits:
+            task.cancel()

@@ -42,6 +42,7 @@ BASE_IMAGE = os.environ.get("BOTSTACK_TEST_BASE_IMAGE", "botstack-ci/python:book
 # Tags of the images a run builds: botstack:<TAG>-app, botstack:<TAG>-offline. Two checkouts
 # testing on one engine at once set different values so neither replaces the other's images.
 TAG = os.environ.get("BOTSTACK_TEST_TAG", "test")
+FAR_DB_DELAY_S = 0.15  # far_db: each way, as to a hosted MongoDB in another region
 
 
 def _git_sha() -> str:
@@ -254,6 +255,7 @@ class ExternalDb:
 
     uri: str
     container: DockerContainer
+    host: str  # its name on the test network
 
 
 @pytest.fixture
@@ -269,7 +271,29 @@ def external_db(stack_image, network, log_archive) -> Iterator[ExternalDb]:
     )
     container.start()
     try:
-        yield ExternalDb(f"mongodb://{alias}:27017/?directConnection=true", container)
+        yield ExternalDb(f"mongodb://{alias}:27017/?directConnection=true", container, alias)
+    finally:
+        _archive(log_archive, alias, container)
+        container.stop()
+
+
+@pytest.fixture
+def far_db(external_db, stack_image, network, log_archive) -> Iterator[str]:
+    """The external database 150 ms away each way (a hosted MongoDB in another region): a URI
+    through a delaying proxy (delay_proxy.py) in a container of its own on the test network."""
+    alias = f"far-{uuid.uuid4().hex[:6]}"
+    source = (ROOT / "tests" / "integration" / "delay_proxy.py").read_text()
+    container = (
+        DockerContainer(stack_image)
+        .with_command(["python", "-c", source, "27017", external_db.host, "27017",
+                       str(FAR_DB_DELAY_S)])
+        .with_network(network)
+        .with_network_aliases(alias)
+    )
+    container.start()
+    try:
+        wait_until(lambda: b"delaying" in container.get_wrapped_container().logs(), 30, "the delaying proxy")
+        yield f"mongodb://{alias}:27017/?directConnection=true"
     finally:
         _archive(log_archive, alias, container)
         container.stop()
