@@ -21,6 +21,7 @@ import re
 import subprocess
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,8 +205,12 @@ def _stack_container(image: str, network: Network, token: str, env: dict[str, st
 
 
 @pytest.fixture
-def start_stack(stack_image, network, emulator, bot_token, bot_id, log_archive, request) -> Iterator[StartStack]:
-    """Start botstack containers wired to the emulator; each is archived and removed afterwards."""
+def start_stack(stack_image, network, emulator, log_archive, request) -> Iterator[StartStack]:
+    """Start botstack containers wired to the emulator; each is archived and removed afterwards.
+    A test's stacks share a bot of their own (unless given TELEGRAM_BOT_TOKEN): with the session's,
+    the module's shared `stack` polled alongside them from its own database, took some of their
+    updates, and answered one of them a second time (CI, a restore refused while users wrote)."""
+    bot_token = new_token()
     started: list[tuple[str, DockerContainer]] = []
 
     def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None,
@@ -258,45 +263,39 @@ class ExternalDb:
     host: str  # its name on the test network
 
 
+@contextmanager
+def _on_the_network(image: str, network: Network, log_archive: LogArchive, name: str,
+                    command: list[str]) -> Iterator[tuple[DockerContainer, str]]:
+    """A container of `image` running `command` on the test network, as `<name>-<random>`;
+    its logs archived and it removed afterwards."""
+    alias = f"{name}-{uuid.uuid4().hex[:6]}"
+    container = DockerContainer(image).with_command(command).with_network(network).with_network_aliases(alias)
+    container.start()
+    try:
+        yield container, alias
+    finally:
+        _archive(log_archive, alias, container)
+        container.stop()
+
+
 @pytest.fixture
 def external_db(stack_image, network, log_archive) -> Iterator[ExternalDb]:
     """The image's own `mongod` (the stand-in offline, real MongoDB otherwise), listening on the
     test network, in a container of its own that a test may stop and start."""
-    alias = f"db-{uuid.uuid4().hex[:6]}"
-    container = (
-        DockerContainer(stack_image)
-        .with_command(["mongod", "--bind_ip", "0.0.0.0", "--port", "27017", "--dbpath", "/data/db"])
-        .with_network(network)
-        .with_network_aliases(alias)
-    )
-    container.start()
-    try:
+    command = ["mongod", "--bind_ip", "0.0.0.0", "--port", "27017", "--dbpath", "/data/db"]
+    with _on_the_network(stack_image, network, log_archive, "db", command) as (container, alias):
         yield ExternalDb(f"mongodb://{alias}:27017/?directConnection=true", container, alias)
-    finally:
-        _archive(log_archive, alias, container)
-        container.stop()
 
 
 @pytest.fixture
 def far_db(external_db, stack_image, network, log_archive) -> Iterator[str]:
     """The external database 150 ms away each way (a hosted MongoDB in another region): a URI
     through a delaying proxy (delay_proxy.py) in a container of its own on the test network."""
-    alias = f"far-{uuid.uuid4().hex[:6]}"
     source = (ROOT / "tests" / "integration" / "delay_proxy.py").read_text()
-    container = (
-        DockerContainer(stack_image)
-        .with_command(["python", "-c", source, "27017", external_db.host, "27017",
-                       str(FAR_DB_DELAY_S)])
-        .with_network(network)
-        .with_network_aliases(alias)
-    )
-    container.start()
-    try:
+    command = ["python", "-c", source, "27017", external_db.host, "27017", str(FAR_DB_DELAY_S)]
+    with _on_the_network(stack_image, network, log_archive, "far", command) as (container, alias):
         wait_until(lambda: b"delaying" in container.get_wrapped_container().logs(), 30, "the delaying proxy")
         yield f"mongodb://{alias}:27017/?directConnection=true"
-    finally:
-        _archive(log_archive, alias, container)
-        container.stop()
 
 
 @pytest.fixture
