@@ -137,8 +137,8 @@ class Inbox:
         # Held by each write to this process's claimed updates (renewals, recoveries, done marks, failures):
         # FerretDB v1 updates a document by reading and writing it whole, so a renewal that read
         # an update before its done mark went in would write it back as claimed (and it would run
-        # again on another replica once that claim expired). One statement at a time, as when both
-        # ran in the claim loop; a done mark waits for one statement at most, not for a claim.
+        # again on another replica once that claim expired). One write at a time, as when both
+        # ran in the claim loop; a done mark waits for one statement (two: a failure's), not a claim.
         self._claimed_writes = asyncio.Lock()
         self._last_cleanup = 0.0
         self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so

@@ -13,6 +13,7 @@ import pytest
 from pymongo import AsyncMongoClient
 from telegram import Bot, Update
 
+from services.bot import inbox as inbox_module
 from services.bot.inbox import COLLECTION, FLUSH_EVERY_S, TICKETS, Inbox
 
 BOT = "4242"
@@ -56,6 +57,19 @@ async def stored_and_claimed(inbox: Inbox, ids: tuple[int, ...]) -> dict[int, Up
     await inbox.store([raw_update(i) for i in ids])
     await inbox._claim({}, 10)
     return queued(inbox)
+
+
+def slow_claims(inbox: Inbox, seconds: float, started: asyncio.Event | None = None) -> None:
+    """Each claim of the dispatcher takes `seconds` longer: the round trips to a database far away."""
+    claim = inbox._claim_due
+
+    async def far_claim() -> int:
+        if started:
+            started.set()
+        await asyncio.sleep(seconds)
+        return await claim()
+
+    inbox._claim_due = far_claim
 
 
 def test_racing_dispatchers_take_each_update_once(ferretdb):
@@ -222,14 +236,8 @@ def test_a_finished_update_is_marked_done_while_a_claim_takes_long(ferretdb):
         async with clients(port) as [client]:
             inbox = dispatcher(client, "replica-0")
             updates = await stored_and_claimed(inbox, (1,))
-            claim, claiming = inbox._claim_due, asyncio.Event()
-
-            async def far_claim():
-                claiming.set()
-                await asyncio.sleep(claim_s)  # the round trips to a database far away
-                return await claim()
-
-            inbox._claim_due = far_claim
+            claiming = asyncio.Event()
+            slow_claims(inbox, claim_s, claiming)
             stop = asyncio.Event()
             dispatching = asyncio.create_task(inbox.dispatch(inbox.app, stop))
             await asyncio.wait_for(claiming.wait(), 5)
@@ -260,11 +268,8 @@ def test_done_marks_go_in_batches_while_claims_keep_coming(ferretdb):
             inbox = dispatcher(client, "replica-0")
             inbox.window = 2
             await inbox.store([raw_update(i) for i in range(1, 41)])
-            claim, flush, flushes = inbox._claim_due, inbox._flush_done, []
-
-            async def far_claim():
-                await asyncio.sleep(0.05)  # each claim's round trips
-                return await claim()
+            flush, flushes = inbox._flush_done, []
+            slow_claims(inbox, 0.05)
 
             async def counted_flush():
                 if inbox._done:
@@ -277,7 +282,7 @@ def test_done_marks_go_in_batches_while_claims_keep_coming(ferretdb):
                     await asyncio.sleep(0.005)
                     await inbox.finished(update)
 
-            inbox._claim_due, inbox._flush_done = far_claim, counted_flush
+            inbox._flush_done = counted_flush
             stop = asyncio.Event()
             handling = asyncio.create_task(handle_one_at_a_time())
             dispatching = asyncio.create_task(inbox.dispatch(inbox.app, stop))
@@ -295,3 +300,36 @@ def test_done_marks_go_in_batches_while_claims_keep_coming(ferretdb):
     flushes = asyncio.run(run())
     gaps = [b - a for a, b in zip(flushes, flushes[1:-1])]  # the last one: the claim loop idle
     assert gaps and min(gaps) >= 0.9 * FLUSH_EVERY_S, f"{len(flushes)} flushes for 40 updates, gaps {gaps}"
+
+
+def test_the_last_mark_goes_in_at_once_when_the_claim_loop_is_idle(ferretdb, monkeypatch):
+    """Nothing runs and nothing is due: the last finished update is marked done at once, not
+    when the next batch of marks would be due (FLUSH_EVERY_S, made 5 s here to tell them apart).
+    Until its mark is in, a crash would send its reply again."""
+    monkeypatch.setattr(inbox_module, "FLUSH_EVERY_S", 5.0)
+    _, port = ferretdb
+
+    async def run() -> float:
+        loop = asyncio.get_running_loop()
+        async with clients(port) as [client]:
+            inbox = dispatcher(client, "replica-0")
+            updates = await stored_and_claimed(inbox, (1, 2))
+            stop = asyncio.Event()
+            dispatching = asyncio.create_task(inbox.dispatch(inbox.app, stop))
+            try:
+                first = loop.time()
+                await inbox.finished(updates[1])  # the first batch of marks: at once
+                while (await client.botstack[COLLECTION].find_one({"update_id": 1}))["state"] != "done":
+                    assert loop.time() - first < 4.0, "the first mark waited"
+                    await asyncio.sleep(0.02)
+                finished = loop.time()
+                await inbox.finished(updates[2])  # within 5 s of the first batch: at once only if idle
+                while (await client.botstack[COLLECTION].find_one({"update_id": 2}))["state"] != "done":
+                    assert loop.time() - finished < 4.0, "the last mark waited for the next batch"
+                    await asyncio.sleep(0.02)
+                return loop.time() - finished
+            finally:
+                stop.set()
+                await dispatching
+
+    assert asyncio.run(run()) < 2.5
