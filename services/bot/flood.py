@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from aiolimiter import AsyncLimiter
@@ -39,7 +40,9 @@ def _paced(rate: float, period_s: float) -> tuple[float, float]:
 class FloodSafeLimiter(AIORateLimiter):
     """Also the one place every Bot API call passes: with `status`, it publishes since when the
     Bot API is out of reach (no connection, a timeout, Telegram's 5xx; not a 400 nor a 429) for
-    the sidecar, in polling and webhook mode alike, and calls `on_back` when it answers again."""
+    the sidecar, in polling and webhook mode alike, and calls `on_back` when it answers again.
+    A call that fails after a later one was answered (its 502 was on its way, or a long poll
+    began before the outage ended) says nothing new: it neither starts an outage nor extends one."""
 
     def __init__(self, settings: Settings, status: BotStatus | None = None,
                  on_back: Callable[[], Awaitable[object]] | None = None) -> None:
@@ -56,6 +59,7 @@ class FloodSafeLimiter(AIORateLimiter):
         self._chats: dict[int, AsyncLimiter] = {}
         self._status = status
         self._on_back = on_back
+        self._answered_at = 0.0  # monotonic: when a call was last answered
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         limiter = self._chats.get(chat_id)
@@ -69,12 +73,14 @@ class FloodSafeLimiter(AIORateLimiter):
 
     async def process_request(self, callback, args: Any, kwargs: dict[str, Any], endpoint: str,
                               data: dict[str, Any], rate_limit_args: int | None):
+        started = time.monotonic()
         try:
             result = await self._paced_request(callback, args, kwargs, endpoint, data, rate_limit_args)
         except NetworkError as exc:  # a 429 (RetryAfter) is flood control, not Telegram out of reach
-            if self._status is not None and out_of_reach(exc):
+            if self._status is not None and out_of_reach(exc) and started > self._answered_at:
                 self._status.api_failed(endpoint, exc)
             raise
+        self._answered_at = time.monotonic()
         if self._status is not None and self._status.api_answered() and self._on_back is not None:
             try:
                 await self._on_back()

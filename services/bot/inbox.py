@@ -126,7 +126,8 @@ class Inbox:
         self.retention_s = retention_s
         self.window = window
         self.app: Application | None = None
-        self.in_flight: dict[int, tuple[str, bool]] = {}  # update_id -> (claim token, suspect)
+        # update_id -> (claim token, suspect, how often the Bot API had answered again when it was claimed)
+        self.in_flight: dict[int, tuple[str, bool, int]] = {}
         self._errors: dict[int, BaseException] = {}
         self._done: list[str] = []
         self._records: dict[int, list[tuple[str, dict]]] = {}  # update_id -> its handlers' record() calls
@@ -143,6 +144,7 @@ class Inbox:
         self._last_cleanup = 0.0
         self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so
         self._outage_told_at: float | None = None
+        self._answered_again = 0  # outages the Bot API came back from (due_now calls)
         self._suspects_maybe = True  # False once a look found none; looked for again every RECOVER_EVERY_S
         self.stopping = False  # set on SIGTERM: what has not started yet is handed back, not run
         # Set when a handler's Bot API call was refused for the token (revoked while running): the
@@ -273,7 +275,7 @@ class Inbox:
     async def _claim_suspect(self) -> int:
         """Updates left behind by dead processes twice, one at a time: if one of them kills the
         bot, it dies alone and only its count grows."""
-        if not self._suspects_maybe or any(suspect for _, suspect in self.in_flight.values()):
+        if not self._suspects_maybe or any(suspect for _, suspect, _ in self.in_flight.values()):
             return 0
         claimed = await self._claim({"abandoned": {"$gte": SUSPECT_AFTER, "$lt": self.max_attempts}}, 1,
                                     suspect=True)
@@ -308,7 +310,7 @@ class Inbox:
             if suspect:
                 log.warning("update %s is handled again on its own: a bot process died while handling it "
                             "(%d of %d times)", doc["update_id"], doc.get("abandoned", 0), self.max_attempts)
-            self.in_flight[doc["update_id"]] = (token, suspect)
+            self.in_flight[doc["update_id"]] = (token, suspect, self._answered_again)
             await self.app.update_queue.put(update)
             count += 1
         return count
@@ -338,7 +340,7 @@ class Inbox:
         if self.in_flight:
             async with self._claimed_writes:
                 await self.collection.update_many(
-                    {"claim": {"$in": list({token for token, _ in self.in_flight.values()})}, "state": CLAIMED},
+                    {"claim": {"$in": list({token for token, *_ in self.in_flight.values()})}, "state": CLAIMED},
                     {"$set": {"claim_until": _now() + timedelta(seconds=self.claim_ttl_s)}},
                 )
 
@@ -364,6 +366,7 @@ class Inbox:
             {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": _now()}},
             {"$set": {"next_at": _now()}})
         self._outage_told_at, self._outage_waits = None, 0  # the next outage is told at once
+        self._answered_again += 1
         if result.modified_count:
             self._wake.set()
             log.info("the Bot API answers again: %d update(s) that waited for it are due now", result.modified_count)
@@ -461,7 +464,7 @@ class Inbox:
         self._writes.extend(self._records.pop(update.update_id, ()))
         if taken is None:
             return  # not from the inbox (never happens in production)
-        token, suspect = taken
+        token, suspect, answered_again = taken
         doc_id = self.key(update.update_id)
         self._suspects_maybe = self._suspects_maybe or suspect
         self._wake.set()
@@ -473,6 +476,10 @@ class Inbox:
             self.token_refused.set()
             return
         outage = out_of_reach(error)
+        # Its reply failed in the outage the Bot API has come back from since (the 502 was on its
+        # way as another call went through): not a new outage to tell, and due at once, not after
+        # a backoff grown in the old one (due_now has passed it by: it was still claimed).
+        straggler = outage and answered_again != self._answered_again
         counter, limit = ("outages", OUTAGE_MAX) if outage else ("attempts", self.max_attempts)
         try:  # taking turns with renewals (as done marks do): a renewal written over this would undo it
             async with self._claimed_writes:
@@ -486,8 +493,11 @@ class Inbox:
                     why_parked = " with the Bot API out of reach" if outage else ""
                     await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
                     return
-                delay = min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
-                if outage:
+                delay = 0.0 if straggler else min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
+                if straggler:
+                    log.debug("update %s failed as the Bot API came back (%s): due again now", update.update_id,
+                              describe(error))
+                elif outage:
                     self._tell_outage_wait(update.update_id, error, delay)
                 else:
                     log.warning("update %s failed (%s); attempt %d of %d in %.0f s", update.update_id,

@@ -53,3 +53,54 @@ def test_the_limiter_publishes_an_outage_and_its_end_once(tmp_path, monkeypatch)
     assert answered is None
     assert failing == (True, "sendMessage: NetworkError: Bad Gateway", [])
     assert back == (None, "", ["due now"]), "the end of the outage is told once, at the first call that works"
+
+
+def test_a_call_that_fails_after_a_later_one_was_answered_starts_no_outage(tmp_path, monkeypatch):
+    """A reply sent in the outage, whose 502 arrives after another call went through: the
+    outage has ended, and this failure does not start another (in webhook mode no poll would
+    end it, and the sidecar would call a working Bot API out of reach 15 s later)."""
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    status = BotStatus(tmp_path / "bot.json")
+
+    async def on_back() -> None:
+        pass
+
+    async def scenario(url: str) -> list:
+        arm = f"{url}/_emulator/bots/{BOT_ID}/fail-next"
+        limiter = FloodSafeLimiter(load_settings("bot"), status, on_back=on_back)
+        gate, held = asyncio.Event(), asyncio.Event()
+        send = limiter._paced_request
+
+        async def on_its_way(*args, **kwargs):  # the first reply is slow to come back
+            limiter._paced_request = send
+            held.set()
+            await gate.wait()
+            return await send(*args, **kwargs)
+
+        seen = []
+        async with ExtBot(TOKEN, base_url=f"{url}/bot", rate_limiter=limiter) as bot, httpx.AsyncClient() as ctl:
+            await ctl.post(arm, json={"method": "sendMessage", "error_code": 502, "times": 1})
+            with pytest.raises(NetworkError):
+                await bot.send_message(51, "in the outage")
+            limiter._paced_request = on_its_way
+            slow = asyncio.create_task(bot.send_message(52, "in the outage too"))
+            await held.wait()
+            await bot.send_message(53, "it answers")
+            seen.append(status.api_failing_since)
+            await ctl.post(arm, json={"method": "sendMessage", "error_code": 502, "times": 1})
+            gate.set()
+            with pytest.raises(NetworkError):
+                await slow
+            seen.append(status.api_failing_since)
+            await ctl.post(arm, json={"method": "sendMessage", "error_code": 502, "times": 1})
+            with pytest.raises(NetworkError):
+                await bot.send_message(54, "a new outage")
+            seen.append(status.api_failing_since is not None)
+        return seen
+
+    with serve_in_thread(create_app()) as url:
+        back, after_straggler, new_outage = asyncio.run(scenario(url))
+
+    assert back is None
+    assert after_straggler is None, "a 502 that was on its way as the Bot API came back started an outage"
+    assert new_outage, "a call that fails after the last answer is an outage"

@@ -225,6 +225,42 @@ def test_an_outage_is_told_in_one_line_not_one_per_reply(ferretdb, caplog):
     assert sorted(seen["counts"]) == [(0, 1)] * 9 + [(0, 2)]
 
 
+def test_a_reply_that_fails_as_the_bot_api_comes_back_is_due_at_once_and_not_told(ferretdb, caplog):
+    """Replies in flight when the Bot API answers again: their 502s arrive after the call that
+    worked. They belong to the outage that ended: no second line for it, and due at once, not
+    after its backoff. A reply of an update taken after that fails in a new outage: told."""
+    from telegram.error import NetworkError
+
+    _, port = ferretdb
+
+    def told() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "the Bot API is out of reach" in r.getMessage()]
+
+    async def run() -> dict:
+        async with clients(port) as [client]:
+            inbox = dispatcher(client, "replica-0")
+            first, late = (await stored_and_claimed(inbox, (1, 2))).values()
+            inbox.note_error(first, NetworkError("Bad Gateway"))
+            await inbox.finished(first)  # the outage, told
+            await inbox.due_now()  # another call went through
+            inbox.note_error(late, NetworkError("Bad Gateway"))  # its 502 was on its way
+            await inbox.finished(late)
+            after_back = told()
+            docs = {d["update_id"]: d async for d in client.botstack[COLLECTION].find()}
+            due = await stored_and_claimed(inbox, ())  # both, at once
+            if 2 in due:  # taken after the Bot API came back, it fails in a new outage
+                inbox.note_error(due[2], NetworkError("Bad Gateway"))
+                await inbox.finished(due[2])
+            return {"after_back": after_back, "docs": docs, "due": sorted(due), "told": told()}
+
+    seen = asyncio.run(run())
+    assert len(seen["after_back"]) == 1, f"the outage that ended was told again: {seen['after_back']}"
+    late = seen["docs"][2]
+    assert late["outages"] == 1 and late.get("attempts", 0) == 0
+    assert late["next_at"] <= datetime.now(timezone.utc), f"it waits a backoff until {late['next_at']}"
+    assert seen["due"] == [1, 2] and len(seen["told"]) == 2, seen["told"]
+
+
 def test_a_finished_update_is_marked_done_while_a_claim_takes_long(ferretdb):
     """A claim costs three round trips: with the database far away, a pass of the claim loop
     takes seconds. An update that finishes meanwhile is marked done at once, not after the
