@@ -59,6 +59,7 @@ from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
 from services.common.collections import INBOX, INBOX_CLAIMS
 from services.common.db import DUPLICATE_KEY, already_stored, why
+from services.common.serverclock import ServerClock
 from services.common.wait import wait_for_either, wait_for_stop
 
 log = logging.getLogger("botstack.bot.inbox")
@@ -77,10 +78,6 @@ ERROR_CHARS = 500
 # (about 7 h at RETRY_MAX_S apart): an outage is waited out, an error that never ends is not.
 OUTAGE_MAX = 100
 OUTAGE_LOG_S = 60.0  # while the Bot API is out of reach, one line this often, not one per reply tried
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _dig(value: Any, *path: str) -> Any:
@@ -118,6 +115,9 @@ class Inbox:
         self.collection = collection
         self.durable = collection.with_options(write_concern=WriteConcern(w=1, j=True))
         self.tickets = collection.database[TICKETS]
+        # Claims, retries and tickets are dated on the server's clock: replicas on machines whose
+        # clocks disagree judge each other's claims expired (or retries due) on the same one.
+        self.clock = ServerClock(collection.database)
         self.bot_id = bot_id
         self.instance = instance
         self.claim_ttl_s = claim_ttl_s
@@ -159,7 +159,7 @@ class Inbox:
     async def store(self, raw_updates: list[Any]) -> int:
         """Write updates durably; returns how many were new. Raises when MongoDB does not take
         them: the caller must then not confirm them to Telegram."""
-        now = _now()
+        now = await self.clock.now()
         docs = []
         for raw in raw_updates:
             update_id = raw.get("update_id") if isinstance(raw, dict) else None
@@ -285,7 +285,7 @@ class Inbox:
     async def _claim(self, which: dict, limit: int, suspect: bool = False) -> int:
         """Three round trips: read what is due, win its tickets, mark it claimed; an update
         another process took in between (webhook mode runs a dispatcher per replica) is left to it."""
-        now = _now()
+        now = await self.clock.now()
         due = {"bot": self.bot_id, "state": PENDING, "next_at": {"$lte": now}, **which}
         docs = [d async for d in self.collection.find(due).sort("update_id", ASCENDING).limit(limit)]
         docs = await self._win_tickets(docs, now) if docs else []
@@ -338,20 +338,22 @@ class Inbox:
 
     async def _renew(self) -> None:
         if self.in_flight:
+            until = await self.clock.now() + timedelta(seconds=self.claim_ttl_s)
             async with self._claimed_writes:
                 await self.collection.update_many(
                     {"claim": {"$in": list({token for token, *_ in self.in_flight.values()})}, "state": CLAIMED},
-                    {"$set": {"claim_until": _now() + timedelta(seconds=self.claim_ttl_s)}},
+                    {"$set": {"claim_until": until}},
                 )
 
     async def _recover_abandoned(self, holder: str | None = None) -> int:
         """Claims whose process died: expired ones, or (`holder`) those of this container's
         previous bot process. They are due again (after a second death, as suspects)."""
-        which = {"claimed_by": holder} if holder else {"claim_until": {"$lt": _now()}}
+        now = await self.clock.now()
+        which = {"claimed_by": holder} if holder else {"claim_until": {"$lt": now}}
         async with self._claimed_writes:
             result = await self.collection.update_many(
                 {"bot": self.bot_id, "state": CLAIMED, **which},
-                {"$set": {"state": PENDING, "next_at": _now()}, "$inc": {"abandoned": 1},
+                {"$set": {"state": PENDING, "next_at": now}, "$inc": {"abandoned": 1},
                  "$unset": {"claim": "", "claim_until": ""}},
             )
         if result.modified_count:
@@ -362,9 +364,10 @@ class Inbox:
     async def due_now(self) -> int:
         """The Bot API answers again: the updates that waited out its outage are due at once,
         not after their backoff (grown to minutes in a long outage; their chats wait behind them)."""
+        now = await self.clock.now()
         result = await self.collection.update_many(
-            {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": _now()}},
-            {"$set": {"next_at": _now()}})
+            {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": now}},
+            {"$set": {"next_at": now}})
         self._outage_told_at, self._outage_waits = None, 0  # the next outage is told at once
         self._answered_again += 1
         if result.modified_count:
@@ -376,7 +379,7 @@ class Inbox:
         """Abandoned `max_attempts` times: its handler kills or hangs the bot."""
         result = await self.collection.update_many(
             {"bot": self.bot_id, "state": PENDING, "abandoned": {"$gte": self.max_attempts}},
-            {"$set": {"state": FAILED, "failed_at": _now(),
+            {"$set": {"state": FAILED, "failed_at": await self.clock.now(),
                       "error": f"the bot died or hung while handling it, {self.max_attempts} times"}},
         )
         if result.modified_count:
@@ -385,8 +388,8 @@ class Inbox:
 
     async def _park(self, doc_id: str, error: str) -> None:
         log.error("update %s parked as failed: %s", doc_id, error)
-        await self.collection.update_one({"_id": doc_id}, {"$set": {"state": FAILED, "failed_at": _now(),
-                                                                    "error": error[:ERROR_CHARS]}})
+        failed = {"state": FAILED, "failed_at": await self.clock.now(), "error": error[:ERROR_CHARS]}
+        await self.collection.update_one({"_id": doc_id}, {"$set": failed})
 
     async def _flush_done(self) -> None:
         """Finished updates are done whatever their state says now (a claim that expired meanwhile,
@@ -408,8 +411,9 @@ class Inbox:
                 raise
         if not ids:
             return
-        done = {"$set": {"state": DONE, "done_at": _now()}, "$unset": {"update": "", "claim": "", "claim_until": ""}}
         try:  # one statement: FerretDB v1 holds a connection per statement of a command until its end
+            done = {"$set": {"state": DONE, "done_at": await self.clock.now()},
+                    "$unset": {"update": "", "claim": "", "claim_until": ""}}
             async with self._claimed_writes:
                 await self.collection.update_many({"_id": {"$in": ids}}, done)
         except BaseException:
@@ -432,7 +436,7 @@ class Inbox:
         if time.monotonic() - self._last_cleanup < CLEANUP_EVERY_S:
             return
         self._last_cleanup = time.monotonic()
-        cutoff = _now() - timedelta(seconds=self.retention_s)
+        cutoff = await self.clock.now() - timedelta(seconds=self.retention_s)
         await self.tickets.delete_many({"at": {"$lt": cutoff}})
         result = await self.collection.delete_many({"state": DONE, "done_at": {"$lt": cutoff}})
         if result.deleted_count:
@@ -504,7 +508,7 @@ class Inbox:
                                 describe(error), count + 1, self.max_attempts, delay)
                 await self.collection.update_one(
                     {"_id": doc_id, "claim": token},
-                    {"$set": {"state": PENDING, "next_at": _now() + timedelta(seconds=delay)},
+                    {"$set": {"state": PENDING, "next_at": await self.clock.now() + timedelta(seconds=delay)},
                      "$unset": {"claim": "", "claim_until": ""}},
                 )
         except PyMongoError as exc:  # the claim expires and the update runs again
@@ -543,7 +547,8 @@ class Inbox:
             await self._flush_done()
             await self.collection.update_many(
                 {"bot": self.bot_id, "state": CLAIMED, "claimed_by": self.instance},
-                {"$set": {"state": PENDING, "next_at": _now()}, "$unset": {"claim": "", "claim_until": ""}},
+                {"$set": {"state": PENDING, "next_at": await self.clock.now()},
+                 "$unset": {"claim": "", "claim_until": ""}},
             )
         except PyMongoError as exc:
             log.warning("inbox hand-back failed (%s); the claims expire in %.0f s", exc, self.claim_ttl_s)

@@ -3,8 +3,9 @@
 A lock file cannot work across containers; a lease in the shared database can. Acquiring is
 one atomic find_one_and_update on "expired or mine"; the holder renews it every TTL/3 and
 stops polling at once when a renewal fails; a clean stop releases it so the next instance
-takes over without waiting for the TTL. Expiry uses the instances' clocks, which on one host
-(or NTP-synced hosts) agree far better than the TTL.
+takes over without waiting for the TTL. Expiry is written and judged on the database server's
+clock (services/common/serverclock.py), never a host's own: replicas on machines whose clocks
+disagree still agree when the lease runs out.
 
 A lease taken or renewed is this holder's for TTL from the moment it asked (`valid_until`, on the
 monotonic clock): the poller stops polling while a third of it is left if a renewal goes
@@ -32,6 +33,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError
 
 from services.common.collections import LEASES
+from services.common.serverclock import ServerClock
 
 COLLECTION = LEASES
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -53,6 +55,7 @@ def holder_id() -> str:
 class Lease:
     def __init__(self, collection: AsyncCollection, key: str, holder: str, ttl_s: float) -> None:
         self.collection = collection
+        self.clock = ServerClock(collection.database)
         self.key = key
         self.holder = holder
         self.ttl = timedelta(seconds=ttl_s)
@@ -63,7 +66,7 @@ class Lease:
         return self.ttl.total_seconds() / 3
 
     async def acquire(self) -> bool:
-        asked, now = time.monotonic(), datetime.now(timezone.utc)
+        asked, now = time.monotonic(), await self.clock.now()
         try:
             before = await self.collection.find_one_and_update(
                 {"_id": self.key, "$or": [{"expires_at": {"$lt": now}}, {"holder": self.holder}]},
@@ -84,7 +87,7 @@ class Lease:
         return True
 
     async def renew(self) -> bool:
-        asked, now = time.monotonic(), datetime.now(timezone.utc)
+        asked, now = time.monotonic(), await self.clock.now()
         doc = await self.collection.find_one_and_update(
             {"_id": self.key, "holder": self.holder},
             {"$set": {"expires_at": now + self.ttl, "renewed_at": now}},
@@ -96,13 +99,13 @@ class Lease:
 
     async def release(self) -> None:
         await self.collection.update_one(
-            {"_id": self.key, "holder": self.holder}, {"$set": {"expires_at": EPOCH, "released_at": datetime.now(timezone.utc)}}
+            {"_id": self.key, "holder": self.holder}, {"$set": {"expires_at": EPOCH, "released_at": await self.clock.now()}}
         )
 
     async def current_holder(self) -> tuple[str | None, float]:
         """Who holds the lease, and in how many seconds it expires unless renewed (0: now)."""
         doc = await self.collection.find_one({"_id": self.key})
-        now = datetime.now(timezone.utc)
+        now = await self.clock.now()
         if doc is None or doc["expires_at"] < now:
             return None, 0.0
         return doc.get("holder"), (doc["expires_at"] - now).total_seconds()

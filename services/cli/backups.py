@@ -37,6 +37,7 @@ from services.cli import archive
 from services.common.collections import AUDIT, DEPLOYS, HEALTH_EVENTS, INBOX, INBOX_CLAIMS, LEASES, READINESS
 from services.common.db import make_sync_client
 from services.common.logs import redact
+from services.common.serverclock import server_now
 from services.common.settings import Settings
 from services.common.supervisor import rpc
 
@@ -194,7 +195,7 @@ def _alone(db: Database, watch_s: float = OTHERS_WATCH_S) -> None:
     deadline = time.monotonic() + watch_s
     while True:
         lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
-                                     "expires_at": {"$gt": datetime.now(timezone.utc)}})
+                                     "expires_at": {"$gt": server_now(db)}})  # its clock, not this host's
         if lease:
             other = f"its bot holds the lease: {lease['holder']}"
             break

@@ -4,7 +4,7 @@ says what to do; the exit status is non-zero if any check fails.
 Checks what actually goes wrong: settings (the .env.example placeholder included), the token
 as Telegram sees it (getMe), the webhook as Telegram delivers it (getWebhookInfo: its URL, its
 recent errors), the database (reachable, writable, migrations applied, its clock against ours:
-the polling lease depends on it), memory ceilings the container's limit leaves room for, every
+what this host dates), memory ceilings the container's limit leaves room for, every
 program RUNNING, and free space on the filesystems
 that really hold the data and the backups.
 """
@@ -116,7 +116,9 @@ def check_schema(settings: Settings) -> Check:
 
 
 def check_clock(settings: Settings) -> Check:
-    """The polling lease compares this machine's clock with its peers' through the database."""
+    """The platform's shared deadlines (the polling lease, the inbox's claims) are on the
+    database server's clock, whatever this one says; a clock far off still misdates what runs
+    here (logs, the dates in the application's own documents, job slots by time.time())."""
     bound = settings.lease_ttl_s / 3
     with make_sync_client(settings, "doctor") as client:
         t0 = time.time()

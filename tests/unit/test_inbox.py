@@ -15,6 +15,7 @@ from telegram import Bot, Update
 
 from services.bot import inbox as inbox_module
 from services.bot.inbox import COLLECTION, FLUSH_EVERY_S, TICKETS, Inbox
+from tests.unit.conftest import ClockAhead
 
 BOT = "4242"
 CLAIM_TTL_S = 30
@@ -259,6 +260,28 @@ def test_a_reply_that_fails_as_the_bot_api_comes_back_is_due_at_once_and_not_tol
     assert late["outages"] == 1 and late.get("attempts", 0) == 0
     assert late["next_at"] <= datetime.now(timezone.utc), f"it waits a backoff until {late['next_at']}"
     assert seen["due"] == [1, 2] and len(seen["told"]) == 2, seen["told"]
+
+
+def test_a_replica_whose_clock_runs_ahead_leaves_live_claims_alone(ferretdb, monkeypatch):
+    """Webhook replicas on machines whose clocks disagree: a claim another replica holds is not
+    taken for abandoned by the replica whose clock runs 20 s ahead, past the claim's expiry (it
+    ran the update a second time: its reply sent twice). Claims are dated on the server's clock."""
+    _, port = ferretdb
+
+    async def run() -> tuple:
+        async with clients(port, 2) as [near, far]:
+            here, there = dispatcher(near, "replica-0"), dispatcher(far, "replica-1")
+            here.claim_ttl_s = 10  # renewed every 3 s while it runs; the other clock is 20 s ahead
+            taken = await stored_and_claimed(here, (1,))
+            with monkeypatch.context() as m:  # the other replica runs on the other host
+                m.setattr(inbox_module, "datetime", ClockAhead)
+                recovered = await there._recover_abandoned()
+                theirs = await stored_and_claimed(there, ())
+            return sorted(taken), recovered, sorted(theirs)
+
+    taken, recovered, theirs = asyncio.run(run())
+    assert taken == [1]
+    assert recovered == 0 and theirs == [], "a claim still held was taken for abandoned"
 
 
 def test_a_finished_update_is_marked_done_while_a_claim_takes_long(ferretdb):

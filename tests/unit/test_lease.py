@@ -15,6 +15,7 @@ from pymongo import AsyncMongoClient
 from services.bot.lease import COLLECTION, Lease
 from services.bot.poller import Poller
 from services.bot.status import BotStatus
+from tests.unit.conftest import ClockAhead
 
 ROUNDS = 8
 
@@ -63,6 +64,33 @@ def test_a_restarted_bot_takes_its_own_lease_back_at_once(ferretdb):
 
     mine, theirs, took = asyncio.run(run())
     assert mine and not theirs and took < 0.2
+
+
+def test_a_standby_whose_clock_runs_ahead_does_not_take_a_held_lease(ferretdb, monkeypatch):
+    """Replicas on two machines whose clocks disagree: the lease held here is not taken by the
+    standby over there, whose clock runs 20 s ahead. On its own clock the lease had run out, and
+    it took it at once: two bots polling. The expiry is judged on the database server's clock."""
+    import services.bot.lease as lease_module
+
+    _, port = ferretdb
+
+    async def run() -> tuple[bool, tuple]:
+        client = AsyncMongoClient(f"mongodb://127.0.0.1:{port}/?directConnection=true", tz_aware=True)
+        try:
+            here = Lease(client.botstack[COLLECTION], "bot-lease", "here", ttl_s=15)
+            there = Lease(client.botstack[COLLECTION], "bot-lease", "over-there", ttl_s=15)
+            assert await here.acquire()
+            with monkeypatch.context() as m:  # the standby runs on the other host
+                m.setattr(lease_module, "datetime", ClockAhead)
+                taken = await there.acquire()
+                seen = await there.current_holder()
+            return taken, seen
+        finally:
+            await client.close()
+
+    taken, (holder, expires_in) = asyncio.run(run())
+    assert not taken, "a standby whose clock runs ahead took a lease still held"
+    assert holder == "here" and 14 < expires_in <= 15, (holder, expires_in)
 
 
 def test_a_renewal_left_unanswered_ends_the_poll_before_the_lease_runs_out(ferretdb, tmp_path):

@@ -20,7 +20,7 @@ from pymongo.errors import AutoReconnect
 from services.cli import backups
 from services.common.settings import Settings
 from services.common.supervisor import rpc
-from tests.unit.conftest import real_supervisord, wait_until
+from tests.unit.conftest import ClockAhead, real_supervisord, wait_until
 
 
 def stack_db(ferretdb, tmp_path, monkeypatch):
@@ -66,9 +66,12 @@ def test_a_restore_into_a_new_database_brings_the_backups_inbox(ferretdb, tmp_pa
 
 
 def test_a_restore_is_refused_while_another_containers_bot_holds_the_lease(ferretdb, tmp_path, monkeypatch):
+    """Also when this host's clock runs 20 s ahead of the other's: the lease's expiry is judged
+    on the database server's clock (on this host's, it had run out: not refused)."""
     settings, db = stack_db(ferretdb, tmp_path, monkeypatch)
     db.bot_leases.insert_one({"_id": "bot", "holder": "a1b2c3d4e5f6",
                               "expires_at": datetime.now(timezone.utc) + timedelta(seconds=15)})
+    monkeypatch.setattr(backups, "datetime", ClockAhead)
     with pytest.raises(backups.Refused, match=r"another botstack container uses this database \(its bot holds "
                                               r"the lease: a1b2c3d4e5f6\); scale to one container"):
         backups._alone(db, watch_s=0.5)
