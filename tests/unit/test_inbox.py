@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from pymongo import AsyncMongoClient
 from telegram import Bot, Update
+from telegram.error import NetworkError
 
 from services.bot import inbox as inbox_module
 from services.bot.inbox import COLLECTION, FLUSH_EVERY_S, TICKETS, Inbox
@@ -195,29 +196,32 @@ def test_only_the_bot_apis_own_failures_spare_an_attempt():
     assert not any(out_of_reach(e) for e in the_updates_own)
 
 
+def outage_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "the Bot API is out of reach" in r.getMessage()]
+
+
+async def failed_out_of_reach(inbox: Inbox, update: Update) -> None:
+    """Its reply failed with a 502: the Bot API out of reach."""
+    inbox.note_error(update, NetworkError("Bad Gateway"))
+    await inbox.finished(update)
+
+
 def test_an_outage_is_told_in_one_line_not_one_per_reply(ferretdb, caplog):
     """Ten replies fail while the Bot API is out of reach: one warning, each update waiting
     uncharged. When it answers again, the next outage is told at once."""
-    from telegram.error import NetworkError
-
     _, port = ferretdb
-
-    def told() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "the Bot API is out of reach" in r.getMessage()]
 
     async def run() -> dict:
         async with clients(port) as [client]:
             inbox = dispatcher(client, "replica-0")
             for update in (await stored_and_claimed(inbox, tuple(range(1, 11)))).values():
-                inbox.note_error(update, NetworkError("Bad Gateway"))
-                await inbox.finished(update)
-            during = told()
+                await failed_out_of_reach(inbox, update)
+            during = outage_lines(caplog)
             await inbox.due_now()  # the first call that works
             [again, *_] = (await stored_and_claimed(inbox, ())).values()
-            inbox.note_error(again, NetworkError("Bad Gateway"))
-            await inbox.finished(again)
+            await failed_out_of_reach(inbox, again)
             counts = [(d.get("attempts", 0), d["outages"]) async for d in client.botstack[COLLECTION].find()]
-            return {"during": during, "after": told()[len(during):], "counts": counts}
+            return {"during": during, "after": outage_lines(caplog)[len(during):], "counts": counts}
 
     seen = asyncio.run(run())
     assert seen["during"] == ["the Bot API is out of reach (NetworkError: Bad Gateway): updates wait for it without "
@@ -230,29 +234,21 @@ def test_a_reply_that_fails_as_the_bot_api_comes_back_is_due_at_once_and_not_tol
     """Replies in flight when the Bot API answers again: their 502s arrive after the call that
     worked. They belong to the outage that ended: no second line for it, and due at once, not
     after its backoff. A reply of an update taken after that fails in a new outage: told."""
-    from telegram.error import NetworkError
-
     _, port = ferretdb
-
-    def told() -> list[str]:
-        return [r.getMessage() for r in caplog.records if "the Bot API is out of reach" in r.getMessage()]
 
     async def run() -> dict:
         async with clients(port) as [client]:
             inbox = dispatcher(client, "replica-0")
             first, late = (await stored_and_claimed(inbox, (1, 2))).values()
-            inbox.note_error(first, NetworkError("Bad Gateway"))
-            await inbox.finished(first)  # the outage, told
+            await failed_out_of_reach(inbox, first)  # the outage, told
             await inbox.due_now()  # another call went through
-            inbox.note_error(late, NetworkError("Bad Gateway"))  # its 502 was on its way
-            await inbox.finished(late)
-            after_back = told()
+            await failed_out_of_reach(inbox, late)  # its 502 was on its way
+            after_back = outage_lines(caplog)
             docs = {d["update_id"]: d async for d in client.botstack[COLLECTION].find()}
             due = await stored_and_claimed(inbox, ())  # both, at once
             if 2 in due:  # taken after the Bot API came back, it fails in a new outage
-                inbox.note_error(due[2], NetworkError("Bad Gateway"))
-                await inbox.finished(due[2])
-            return {"after_back": after_back, "docs": docs, "due": sorted(due), "told": told()}
+                await failed_out_of_reach(inbox, due[2])
+            return {"after_back": after_back, "docs": docs, "due": sorted(due), "told": outage_lines(caplog)}
 
     seen = asyncio.run(run())
     assert len(seen["after_back"]) == 1, f"the outage that ended was told again: {seen['after_back']}"
