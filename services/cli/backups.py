@@ -37,7 +37,7 @@ from services.cli import archive
 from services.common.collections import AUDIT, DEPLOYS, HEALTH_EVENTS, INBOX, INBOX_CLAIMS, LEASES, READINESS
 from services.common.db import make_sync_client
 from services.common.logs import redact
-from services.common.serverclock import server_now
+from services.common.serverclock import server_clock
 from services.common.settings import Settings
 from services.common.supervisor import rpc
 
@@ -193,9 +193,9 @@ def _alone(db: Database, watch_s: float = OTHERS_WATCH_S) -> None:
     this container's bot letting it go), or its api writes its readiness. Watched for `watch_s`."""
     seen = db[READINESS].find_one({"_id": "api"})
     deadline = time.monotonic() + watch_s
+    now = server_clock(db)  # the lease's expiry is on the server's clock, not this host's
     while True:
-        lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()},
-                                     "expires_at": {"$gt": server_now(db)}})  # its clock, not this host's
+        lease = db[LEASES].find_one({"holder": {"$ne": socket.gethostname()}, "expires_at": {"$gt": now()}})
         if lease:
             other = f"its bot holds the lease: {lease['holder']}"
             break

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 from services.bot.inbox import CLAIMED, COLLECTION, FAILED, PENDING
 from services.common.db import make_sync_client
-from services.common.serverclock import server_now
+from services.common.serverclock import server_clock
 from services.common.settings import Settings
 
 SHOWN = 50
@@ -67,7 +67,7 @@ def act(collection, settings: Settings, action: str, selector_args) -> int:
         return collection.update_many(
             {**selector, "update": {"$exists": True}},
             {"$set": {"state": PENDING, "attempts": 0, "abandoned": 0, "outages": 0,
-                      "next_at": server_now(collection.database)},  # due now on the dispatchers' clock
+                      "next_at": server_clock(collection.database)()},  # due now on the dispatchers' clock
              "$unset": {"failed_at": "", "claim": "", "claim_until": ""}},
         ).modified_count
     return collection.delete_many(selector).deleted_count

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.database import Database
@@ -47,9 +48,9 @@ class ServerClock:
         return self._at + timedelta(seconds=time.monotonic() - self._mono)
 
 
-def server_now(db: Database) -> datetime:
-    """The server's current time, read once (a program that asks seldom)."""
+def server_clock(db: Database) -> Callable[[], datetime]:
+    """The server's time read once and carried on the monotonic clock: for a short-lived
+    program (the CLI), which asks again and again for seconds, not minutes."""
     sent = time.monotonic()
-    hello = db.command("hello")
-    at, mono = _reading(hello, sent, time.monotonic())
-    return at + timedelta(seconds=time.monotonic() - mono)
+    at, mono = _reading(db.command("hello"), sent, time.monotonic())
+    return lambda: at + timedelta(seconds=time.monotonic() - mono)
