@@ -72,7 +72,7 @@ async def stop_when_refused(box: Inbox, stop: asyncio.Event) -> None:
 async def run_polling(app: Application, settings: Settings, db, box: Inbox, status: BotStatus,
                       stop: asyncio.Event) -> None:
     token = settings.telegram_bot_token.get_secret_value()
-    lease = Lease(db[LEASES], lease_key(token), status.instance, settings.lease_ttl_s)
+    lease = Lease(db[LEASES], lease_key(token), status.instance, settings.lease_ttl_s, clock=box.clock)
     await warn_if_webhook_set(app, stop)
     poller = Poller(app, lease, box, status, settings.poll_timeout_s)
     try:

@@ -53,9 +53,10 @@ def holder_id() -> str:
 
 
 class Lease:
-    def __init__(self, collection: AsyncCollection, key: str, holder: str, ttl_s: float) -> None:
+    def __init__(self, collection: AsyncCollection, key: str, holder: str, ttl_s: float,
+                 clock: ServerClock | None = None) -> None:
         self.collection = collection
-        self.clock = ServerClock(collection.database)
+        self.clock = clock or ServerClock(collection.database)  # the bot's inbox shares its own
         self.key = key
         self.holder = holder
         self.ttl = timedelta(seconds=ttl_s)
