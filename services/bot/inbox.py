@@ -486,6 +486,7 @@ class Inbox:
         straggler = outage and answered_again != self._answered_again
         counter, limit = ("outages", OUTAGE_MAX) if outage else ("attempts", self.max_attempts)
         try:  # taking turns with renewals (as done marks do): a renewal written over this would undo it
+            now = await self.clock.now()  # before the lock: a reading of the clock may be a round trip
             async with self._claimed_writes:
                 doc = await self.collection.find_one_and_update(
                     {"_id": doc_id, "claim": token}, {"$inc": {counter: 1}, "$set": {"error": describe(error)}},
@@ -508,7 +509,7 @@ class Inbox:
                                 describe(error), count + 1, self.max_attempts, delay)
                 await self.collection.update_one(
                     {"_id": doc_id, "claim": token},
-                    {"$set": {"state": PENDING, "next_at": await self.clock.now() + timedelta(seconds=delay)},
+                    {"$set": {"state": PENDING, "next_at": now + timedelta(seconds=delay)},
                      "$unset": {"claim": "", "claim_until": ""}},
                 )
         except PyMongoError as exc:  # the claim expires and the update runs again
