@@ -1,7 +1,7 @@
 """Who heals the healer: the guardian, the sidecar's watchdog, running inside supervisord.
 
-The sidecar touches a heartbeat file on every pass of its loop and while it waits on a heal.
-Once a second the guardian reads the file's age; older than STALE_S while the sidecar is RUNNING
+The sidecar beats into a heartbeat file on every pass of its loop and while it waits on a heal
+(services/common/heartbeat.py). Once a second the guardian reads the beat's age; older than STALE_S while the sidecar is RUNNING
 means it is hung (or SIGSTOPped): SIGKILL, and supervisord's autorestart starts a fresh one. A
 sidecar that has not beaten yet since it started gets START_GRACE_S to load its plan.
 
@@ -29,6 +29,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from services.common.heartbeat import last_beat
 from services.common.verdict import run_dir
 
 PROGRAM = "healthcheck"
@@ -59,16 +60,14 @@ def check(process, heartbeat: Path, now: float) -> dict | None:
 
     if process.get_state() != ProcessStates.RUNNING:
         return None
-    try:
-        beat = heartbeat.stat().st_mtime
-    except OSError:
-        beat = 0.0
-    if beat < process.laststart:  # no beat from this process yet: it is still getting its plan
-        if now - process.laststart < START_GRACE_S:
+    seen = last_beat(heartbeat)
+    if seen is None or seen[0] != process.pid:  # no beat from this process yet: it is still getting its plan
+        age = now - process.laststart
+        if age < START_GRACE_S:
             return None
-        beat = process.laststart
-    age = now - beat
-    if age <= STALE_S:
+    else:
+        age = seen[1]
+    if 0 <= age <= STALE_S:
         return None
     old_pid = process.pid
     process.signal(signal.SIGKILL)  # SIGSTOPped processes honour only this

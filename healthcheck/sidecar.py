@@ -44,6 +44,7 @@ from healthcheck.alerts import Alerts
 from healthcheck.events import Event, EventLog
 from healthcheck.policy import Backoff, HealPolicy
 from services.common import oom
+from services.common.heartbeat import beat
 from services.common.probes import Probe
 from services.common.runfiles import write_json
 
@@ -110,7 +111,7 @@ class Sidecar:
     # Programs that refuse to start on a bad setting they own: reported, never restarted for it.
     config_problems: dict[str, str] = field(default_factory=dict)
     tick_s: float = 1.0  # probes run once a second anyway; a faster loop only re-reads supervisord
-    heartbeat: Path | None = None  # touched every pass and while waiting: the watchdog reads it
+    heartbeat: Path | None = None  # beaten every pass and while waiting: the watchdog reads it
     oom_kills: Callable[[], int | None] = oom.oom_kills  # the container's count of kernel OOM kills
     resident_mib: Callable[[int], float | None] = oom.resident_mib
     clock: Callable[[], float] = time.time
@@ -163,7 +164,7 @@ class Sidecar:
     def beat(self) -> None:
         if self.heartbeat is not None:
             try:
-                self.heartbeat.touch()
+                beat(self.heartbeat)
             except OSError as exc:
                 log.warning("heartbeat %s not written: %s", self.heartbeat, exc)
 
@@ -593,6 +594,7 @@ class Sidecar:
         return view
 
     def _publish(self, verdict: dict) -> dict:
+        verdict["monotonic"] = time.monotonic()  # its age for readers (verdict.py): "time" moves with a clock step
         write_json(self.verdict_path, verdict)
         return verdict
 

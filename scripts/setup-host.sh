@@ -2,7 +2,8 @@
 # One-time (idempotent) preparation of a Debian bookworm host for botstack's test suite:
 #   1. a running Docker engine with the compose v2 and buildx plugins,
 #   2. an offline base image (debootstrap + docker import) for machines that cannot pull images,
-#   3. the FerretDB stand-in for `mongod` used only by the offline integration tests.
+#   3. the FerretDB stand-in for `mongod` used only by the offline integration tests,
+#   4. libfaketime, which gives a test's containers clocks that disagree.
 # CI (.ci/run) calls this; developers on such a machine run it too. Needs root.
 set -euo pipefail
 
@@ -10,6 +11,11 @@ BASE_IMAGE_TAG="${BOTSTACK_TEST_BASE_IMAGE:-botstack-ci/python:bookworm}"
 FERRETDB_VERSION="${FERRETDB_VERSION:-v1.24.2}"
 REPO_DIR="$(cd "$(dirname "$0")/.." && pwd)"
 FERRETDB_OUT="$REPO_DIR/tests/integration/offline/build/ferretdb"
+# Debian's source of trixie's libfaketime: bookworm's 0.9.10 breaks Python 3.11's time.sleep
+# when the monotonic clock is left true (EINVAL, upstream issue #426) and hangs timed waits when
+# it is not; this snapshot fixes both.
+FAKETIME_VERSION="${FAKETIME_VERSION:-0.9.10+2024-06-05+gba9ed5b2}"
+FAKETIME_OUT="$REPO_DIR/tests/integration/offline/build/libfaketime.so.1"
 HOST_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 DOCKERD_LOG="${DOCKERD_LOG:-/var/log/dockerd.log}"
 
@@ -115,6 +121,22 @@ build_ferretdb() {
   rm -rf "$work"
 }
 
+build_libfaketime() {
+  if [ -f "$FAKETIME_OUT" ] && [ "$(cat "$FAKETIME_OUT.version" 2>/dev/null)" = "$FAKETIME_VERSION" ]; then return; fi
+  log "building libfaketime $FAKETIME_VERSION (tests only: containers whose clocks disagree)"
+  command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1 \
+    || { need_root; apt-get install -y -qq gcc make libc6-dev >/dev/null; }
+  local work; work="$(mktemp -d)"
+  curl -sSfL -o "$work/src.tar.xz" \
+    "http://deb.debian.org/debian/pool/main/f/faketime/faketime_${FAKETIME_VERSION//+/%2b}.orig.tar.xz"
+  tar -C "$work" --strip-components=1 -xJf "$work/src.tar.xz"
+  make -s -C "$work/src" libfaketime.so.1 >/dev/null
+  mkdir -p "$(dirname "$FAKETIME_OUT")"
+  install -m 0644 "$work/src/libfaketime.so.1" "$FAKETIME_OUT"
+  printf '%s' "$FAKETIME_VERSION" >"$FAKETIME_OUT.version"
+  rm -rf "$work"
+}
+
 install_browser() {
   # The dashboard's browser test drives Debian's own Chromium through its chromedriver
   # (Playwright's browser download is not reachable here).
@@ -130,4 +152,5 @@ start_docker
 install_browser
 build_base_image
 build_ferretdb
+build_libfaketime
 log "ready: $(docker version --format 'engine {{.Server.Version}}'), base image $BASE_IMAGE_TAG, $FERRETDB_OUT"

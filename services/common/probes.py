@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common.heartbeat import last_beat
 from services.common.probe import check as http_check
 
 OP_MSG = 2013  # MongoDB's wire protocol message
@@ -40,17 +41,17 @@ class HttpProbe(Probe):
 
 @dataclass
 class HeartbeatProbe(Probe):
-    """Fresh when the program's event loop touched `path` within `max_age_s`."""
+    """Fresh when the program's event loop beat into `path` within `max_age_s` (heartbeat.py)."""
 
     path: Path = Path("/dev/null")
     max_age_s: float = 6.0
 
     def check(self) -> tuple[bool, str]:
-        try:
-            age = time.time() - self.path.stat().st_mtime
-        except FileNotFoundError:
+        seen = last_beat(self.path)
+        if seen is None:
             return False, f"no heartbeat at {self.path}"
-        return age <= self.max_age_s, f"heartbeat {age:.1f} s old"
+        age = seen[1]
+        return 0 <= age <= self.max_age_s, f"heartbeat {age:.1f} s old"
 
 
 @dataclass

@@ -17,11 +17,13 @@ import time
 import httpx
 import pytest
 
-from tests.integration.harness import Injector, figure, http_get, new_token, wait_until
+from tests.integration.conftest import ROOT
+from tests.integration.harness import Injector, all_answered, figure, http_get, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
 LEASE_TTL_S = 15.0  # the default BOTSTACK_LEASE_TTL_S
+CLAIM_TTL_S = 30.0  # the default BOTSTACK_INBOX_CLAIM_TTL_S: a dead process's claims last this long
 
 
 def roles(*stacks) -> list[str]:
@@ -180,6 +182,73 @@ def test_a_holder_cut_off_from_the_database_stops_polling_before_the_other_takes
                          f"holder cut off from the database (lease TTL {OUTAGE_LEASE_TTL_S:.0f} s): the other "
                          f"polled {took_over:.1f} s after the cut; {len(before) + len(meanwhile.ids)} updates all "
                          f"answered once")
+
+
+FAKETIME = ROOT / "tests" / "integration" / "offline" / "build" / "libfaketime.so.1"  # scripts/setup-host.sh
+
+
+def clock_off_by(seconds: int) -> dict:
+    """start_stack's arguments for a container whose clock is `seconds` off, as on a machine
+    whose clock drifted: libfaketime, preloaded into every process, shifts the wall clock (the
+    monotonic clock stays true, as NTP leaves it)."""
+    if not FAKETIME.exists():
+        pytest.fail(f"{FAKETIME} is missing: scripts/setup-host.sh builds it")
+    return {"volumes": {str(FAKETIME): "/opt/libfaketime.so.1"}, "LD_PRELOAD": "/opt/libfaketime.so.1",
+            "FAKETIME": f"{seconds:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+def clock_offset(stack) -> float:
+    """How far the container's wall clock is from this machine's, in seconds."""
+    code, out = stack.exec(["python", "-c", "import time; print(time.time())"])
+    assert code == 0, out
+    return float(out.strip().splitlines()[-1]) - time.time()
+
+
+def test_replicas_whose_clocks_disagree_keep_one_poller_and_lose_nothing(start_stack, shared_db, emulator):
+    """Replicas' clocks 40 s apart (more than twice the lease TTL): a standby whose clock runs
+    ahead never takes a held lease, and one whose clock lags takes over from a killed holder
+    within a TTL, while updates keep coming. The lease's times are the database server's
+    (services/common/serverclock.py); read from each machine's own clock, the first standby took
+    the lease at once, alongside the holder, and the second waited 40 s more."""
+    skew = 20
+    behind = start_stack(MONGODB_URI=shared_db, **clock_off_by(-skew))
+    behind.wait_healthy()
+    wait_until(lambda: behind.bot_status().get("role") == "active", 30, "the first instance polling")
+    emulator.reset_stats(behind.bot_id)
+    takeovers = []
+
+    def kill_holder_and_time_the_takeover(holder, successor) -> None:
+        holder.container.get_wrapped_container().kill()
+        killed = time.monotonic()
+        wait_until(lambda: successor.bot_status().get("role") == "active", LEASE_TTL_S + 10,
+                   "the other instance polling", interval_s=0.2)
+        takeovers.append(time.monotonic() - killed)
+
+    with Injector(emulator, behind.bot_id, every_s=0.2, max_count=1000, users=30) as injector:
+        ahead = start_stack(MONGODB_URI=shared_db, **clock_off_by(skew))
+        ahead.wait_healthy()
+        wait_until(lambda: ahead.bot_status().get("role") == "standby", 30, "the second instance on standby")
+        assert clock_offset(ahead) - clock_offset(behind) > 2 * skew - 3, "the clocks are not apart"
+        end = time.monotonic() + LEASE_TTL_S  # the standby's renewals-worth of chances to take the lease
+        while time.monotonic() < end:
+            assert exactly_one_active(behind, ahead), roles(behind, ahead)
+            time.sleep(0.5)
+        kill_holder_and_time_the_takeover(behind, ahead)
+
+        lagging = start_stack(MONGODB_URI=shared_db, **clock_off_by(-skew))
+        lagging.wait_healthy()
+        wait_until(lambda: lagging.bot_status().get("role") == "standby", 30, "the third instance on standby")
+        kill_holder_and_time_the_takeover(ahead, lagging)
+        sent = len(injector.ids)
+        wait_until(lambda: len(injector.ids) >= sent + 20, 30, "20 more updates sent")
+    # The killed holders' claims expire before their updates run again (a reply may go twice).
+    counts = all_answered(emulator, behind.bot_id, injector.ids, 2 * CLAIM_TTL_S + 30)
+    one_poller_at_a_time(emulator, behind.bot_id, (behind, ahead, lagging),
+                         f"replicas' clocks {2 * skew} s apart (lease TTL {LEASE_TTL_S:.0f} s): the standby "
+                         f"ahead never took the held lease; takeovers after a kill "
+                         f"{', '.join(f'{t:.1f} s' for t in takeovers)}; {len(injector.ids)} updates all answered, "
+                         f"{sum(n - 1 for n in counts.values())} twice")
+    assert all(t <= LEASE_TTL_S + 3 for t in takeovers), takeovers
 
 
 def test_redeploy_handover(start_stack, shared_db, emulator):

@@ -1166,7 +1166,7 @@ def _write(tmp_path, text: str) -> None:
 
 
 def _verdict(tmp_path, **verdict) -> None:
-    _write(tmp_path, json.dumps({"reasons": [], "time": time.time(), **verdict}))
+    _write(tmp_path, json.dumps({"reasons": [], "time": time.time(), "monotonic": time.monotonic(), **verdict}))
 
 
 def test_status_is_0_for_a_fresh_healthy_verdict(tmp_path, capsys):
@@ -1192,7 +1192,6 @@ def test_status_is_1_while_a_program_is_starting(tmp_path, capsys):
 
 
 def test_a_bot_that_crashes_at_every_start_is_never_called_healthy(sup, make, clock, capsys):
-    clock.now = time.time()  # status() judges freshness on the wall clock
     sidecar = make(healthy_probes())
     codes = set()
     for state in ["STARTING", "BACKOFF"] * 3:  # what supervisord shows between its retries
@@ -1204,7 +1203,6 @@ def test_a_bot_that_crashes_at_every_start_is_never_called_healthy(sup, make, cl
 
 
 def test_status_reads_what_the_sidecar_writes(sup, make, clock, capsys):
-    clock.now = time.time()  # status() judges freshness on the wall clock
     sup.go_fatal("bot")
     sidecar = make(healthy_probes())
     sidecar.tick()
@@ -1223,7 +1221,7 @@ _BAD_SHAPE = "BUG: healthcheck/__main__.py:24-25 trusts any JSON object with a f
 ])
 def test_status_is_1_when_the_verdict_is_unhealthy_stale_missing_or_corrupt(tmp_path, capsys, case):
     if case == "stale":
-        _verdict(tmp_path, status="healthy", time=time.time() - STALE_AFTER_S - 1)
+        _verdict(tmp_path, status="healthy", monotonic=time.monotonic() - STALE_AFTER_S - 1)
     elif case == "unhealthy":
         _verdict(tmp_path, status="unhealthy", reasons=["bot: FATAL"])
     elif case == "not-json":
@@ -1246,7 +1244,7 @@ def test_status_is_1_when_the_verdict_is_unhealthy_stale_missing_or_corrupt(tmp_
 
 
 def test_status_still_accepts_a_verdict_just_inside_the_staleness_limit(tmp_path):
-    _verdict(tmp_path, status="healthy", time=time.time() - STALE_AFTER_S + 2)
+    _verdict(tmp_path, status="healthy", monotonic=time.monotonic() - STALE_AFTER_S + 2)
 
     assert status(str(tmp_path)) == 0
 
@@ -1509,6 +1507,11 @@ class SidecarProcess:
         self.signals.append(sig)
 
 
+def beat_aged(path, age_s: float, pid: int = 4242) -> None:
+    """A heartbeat `pid` wrote `age_s` seconds ago (services/common/heartbeat.py)."""
+    path.write_text(f"{pid} {time.monotonic() - age_s}\n")
+
+
 def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_path):
     import signal
 
@@ -1517,23 +1520,59 @@ def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_
     from healthcheck.guardian import STALE_S, START_GRACE_S, check
 
     beat = tmp_path / "hb"
-    beat.touch()
     now = START + START_GRACE_S + 60
     sidecar = SidecarProcess(ProcessStates.RUNNING, START)
-    os.utime(beat, (now - 1, now - 1))
+    beat_aged(beat, 1)
     assert check(sidecar, beat, now) is None
-    os.utime(beat, (now - STALE_S - 1, now - STALE_S - 1))
+    beat_aged(beat, STALE_S + 1)
     assert check(SidecarProcess(ProcessStates.STARTING, START), beat, now) is None
     # the heartbeat is its predecessor's until a new sidecar, getting its plan, beats for the first time
-    os.utime(beat, (now - START_GRACE_S - 5, now - START_GRACE_S - 5))
+    beat_aged(beat, 1, pid=4241)
     assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S + 1), beat, now) is None, "in its grace"
     assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S - 1), beat, now), "no beat in its grace"
+    beat.unlink()
+    assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S - 1), beat, now), "no heartbeat at all"
     started = SidecarProcess(ProcessStates.RUNNING, now - STALE_S - 3)
-    os.utime(beat, (now - STALE_S - 1, now - STALE_S - 1))
+    beat_aged(beat, STALE_S + 1)
     assert check(started, beat, now), "beat once, then hung: its grace is over"
     done = check(sidecar, beat, now)
     assert done == {"time": now, "old_pid": 4242, "reason": f"no heartbeat for {STALE_S + 1:.0f} s"}
     assert sidecar.signals == [signal.SIGKILL]
+
+
+def test_a_clock_step_neither_stales_nor_freshens_a_heartbeat(tmp_path, monkeypatch):
+    """The wall clock stepped an hour either way (NTP correcting a drifted machine): a heartbeat
+    written a second ago stays fresh, one written a minute ago stays stale, for the watchdog, the
+    bot's probe and the verdict alike. Read from file times, the step forward restarted every
+    healthy program and the step back hid a hang for an hour."""
+    from supervisor.states import ProcessStates
+
+    from healthcheck.guardian import STALE_S, check
+    from services.common.heartbeat import beat
+    from services.common.probes import HeartbeatProbe
+    from services.common.runfiles import write_json
+    from services.common.verdict import STALE_AFTER_S, read_verdict, verdict_path
+
+    fresh, stale = tmp_path / "fresh", tmp_path / "stale"
+    beat(fresh)
+    beat_aged(stale, 60, pid=os.getpid())
+    process = SidecarProcess(ProcessStates.RUNNING, time.time() - 600, pid=os.getpid())
+    probe = HeartbeatProbe("bot", path=fresh, max_age_s=3.0)
+    write_json(verdict_path(str(tmp_path)), {"status": "healthy", "reasons": [], "time": time.time(),
+                                              "monotonic": time.monotonic()})
+    old = tmp_path / "old"
+    old.mkdir()
+    write_json(verdict_path(str(old)), {"status": "healthy", "reasons": [], "time": time.time(),
+                                         "monotonic": time.monotonic() - STALE_AFTER_S - 1})
+    wall = time.time
+    for step in (3600, -3600):
+        monkeypatch.setattr(time, "time", lambda step=step: wall() + step)
+        assert check(process, fresh, time.time()) is None, f"a fresh heartbeat killed after a step of {step} s"
+        assert probe.check()[0], f"the bot called hung after a step of {step} s"
+        assert read_verdict(str(tmp_path)), f"a fresh verdict called stale after a step of {step} s"
+        assert check(process, stale, time.time()), f"a hung sidecar spared after a step of {step} s"
+        assert not HeartbeatProbe("bot", path=stale, max_age_s=STALE_S).check()[0]
+        assert read_verdict(str(old)) is None, f"a stale verdict called fresh after a step of {step} s"
 
 
 def test_supervisords_loop_asks_the_watchdog_once_a_second(tmp_path, monkeypatch):
