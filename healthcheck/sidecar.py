@@ -222,7 +222,7 @@ class Sidecar:
             if state != "RUNNING":
                 w.failures, w.last_ok, w.answered = 0, None, False
         if self.readiness and infos.get(self.readiness.program, {}).get("statename") == "RUNNING":
-            if now >= self._next_ready:
+            if due(now, self._next_ready, self.readiness.period_s):
                 self._next_ready = now + self.readiness.period_s
                 self.ready = self._check(self.readiness)
                 self._note_readiness(now)
@@ -282,10 +282,10 @@ class Sidecar:
         """Run the probe when due; True when the program counts as hung. A program's start grace
         lasts until it first answers (at most `start_grace_s`): a program that answered once
         has finished starting, and a hang after that is healed at once, not after the grace."""
-        in_grace = now - info["start"] < probe.start_grace_s and not w.answered
+        in_grace = 0 <= now - info["start"] < probe.start_grace_s and not w.answered  # < 0: the clock stepped back
         if in_grace:
             w.failures = 0
-        if now >= w.next_probe:
+        if due(now, w.next_probe, probe.period_s):
             w.next_probe = now + probe.period_s
             t0 = time.monotonic()
             ok, detail = self._check(probe)
@@ -432,7 +432,7 @@ class Sidecar:
                 gave_up = f": supervisord gave up starting it ({info.get('description', '')})"
             self.alerts.event(f"{name}:fatal", f"{name} is {what}{gave_up}; next attempt in {delay:.0f} s")
             self._escalate_if_needed(name, w)
-        elif acting and now >= w.retry_at:
+        elif acting and due(now, w.retry_at, self.policy.backoff_max_s):
             log.warning("starting %s program %s (attempt %d)", info["statename"], name, w.backoff.attempts)
             try:
                 self.rpc.supervisor.startProcess(name, False)
@@ -563,14 +563,14 @@ class Sidecar:
             info = self.rpc.supervisor.getProcessInfo(name)
             if info["pid"] != pid or info["statename"] not in ("RUNNING", "STOPPING"):
                 return True
-            if self.clock() >= deadline:
+            if due(self.clock(), deadline, timeout_s):
                 return False
             self.beat()
             self.sleep(0.1)
 
     def _wait_for_new_pid(self, name: str, old_pid: int, timeout_s: float) -> int | None:
         deadline = self.clock() + timeout_s
-        while self.clock() < deadline:
+        while not due(self.clock(), deadline, timeout_s):
             info = self.rpc.supervisor.getProcessInfo(name)
             if info["pid"] and info["pid"] != old_pid:
                 return info["pid"]
@@ -602,6 +602,13 @@ class Sidecar:
         while not should_stop():
             self.tick()
             self.sleep(self.tick_s)
+
+
+def due(now: float, at: float, within_s: float) -> bool:
+    """`at` has come, or lies further ahead than `within_s` could have put it: the wall clock was
+    stepped back (NTP), and waiting for `at` would stall probes, retries and heals for as long as
+    the step. (Stepped forward, things come due early, once.)"""
+    return now >= at or at - now > within_s
 
 
 def process_life(pid: int) -> str:

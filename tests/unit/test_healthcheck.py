@@ -338,6 +338,21 @@ def test_hung_program_is_restarted_term_and_cont_then_kill_after_grace_only_it_i
     assert dict(sidecar.events.restarts) == {("api", "hang"): 1}
 
 
+def test_a_clock_stepped_back_stalls_neither_probes_nor_heals(sup, make, clock):
+    """NTP steps the wall clock back an hour, then the api hangs: the sidecar probes on and
+    heals it within seconds. Its next probe was due at a time the clock now reaches an hour
+    later, and a heal's wait for the program to exit ended then too."""
+    clock.advance(60)
+    sup.on_term["api"] = "ignore"
+    api = live("api", [True, True] + [False] * 50)
+    sidecar = make(healthy_probes(api=api), hang_term_grace_s=2.0)
+    run_for(sidecar, 2)
+    clock.now -= 3600
+    run_for(sidecar, 10)
+    assert ("signalProcess", "api", "KILL") in sup.actions(), sup.actions()
+    assert api.calls >= 5, "the probes stopped"
+
+
 def test_hung_program_that_honours_term_within_the_grace_is_not_killed(sup, make, clock):
     clock.advance(60)
     sup.on_term["web"] = 0.5  # exits half a second after SIGTERM
