@@ -22,6 +22,47 @@ PROGRAMS = ("mongodb", "api", "web", "bot", "healthcheck")
 WEB_PASSWORD = "test-dashboard-password"  # every test stack's BOTSTACK_WEB_PASSWORD
 
 
+FAKETIME = Path(__file__).parent / "offline" / "build" / "libfaketime.so.1"  # scripts/setup-host.sh builds it
+
+
+def faketime(**env: str) -> dict:
+    """start_stack's arguments preloading libfaketime into every process of the container, with
+    its settings `env`: their wall clock shifted, as on a machine whose clock is off; the
+    monotonic clock stays true, as NTP leaves it."""
+    if not FAKETIME.exists():
+        raise AssertionError(f"{FAKETIME} is missing: scripts/setup-host.sh builds it")
+    return {"volumes": {str(FAKETIME): "/opt/libfaketime.so.1"}, "LD_PRELOAD": "/opt/libfaketime.so.1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1", **env}
+
+
+def clock_off_by(seconds: int) -> dict:
+    """start_stack's arguments for a container whose clock is `seconds` off."""
+    return faketime(FAKETIME=f"{seconds:+d}s")
+
+
+class SteppedClock:
+    """A container clock the test steps while it runs, as NTP steps a drifted one: libfaketime
+    reads the offset from a file on the host, at most a second old."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(mode=0o755)
+        folder.chmod(0o755)  # the container's user reads it
+        self.step_to(0)
+
+    def args(self) -> dict:
+        args = faketime(FAKETIME_TIMESTAMP_FILE="/opt/clock/offset", FAKETIME_CACHE_DURATION="1")
+        args["volumes"][str(self.folder)] = "/opt/clock"
+        return args
+
+    def step_to(self, offset_s: int) -> None:
+        """The container's clock `offset_s` from this machine's, within a second."""
+        new = self.folder / "offset.new"
+        new.write_text(f"{offset_s:+d}s\n")
+        new.chmod(0o644)
+        new.replace(self.folder / "offset")  # never an empty file for a reader
+
+
 def wait_until(probe: Callable[[], T], timeout_s: float, what: str, interval_s: float = 0.25) -> T:
     """Return probe()'s first truthy value; fail naming `what` and the last answer at the deadline."""
     deadline = time.monotonic() + timeout_s

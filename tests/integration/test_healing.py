@@ -13,7 +13,17 @@ import time
 
 import pytest
 
-from tests.integration.harness import PROGRAMS, figure, http_get, identities, wait_until
+from tests.integration.harness import (
+    PROGRAMS,
+    SteppedClock,
+    all_answered,
+    figure,
+    http_get,
+    identities,
+    new_token,
+    replies,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -90,6 +100,48 @@ def test_hang_is_healed(start_stack, emulator):
         assert f"restart program={name} cause=hang" in stack.logs()
     figure(f"time to healthy after SIGSTOP: {', '.join(f'{n} {t:.1f} s' for n, t in times.items())}")
     assert all(t <= HANG_BUDGET_S for t in times.values()), times
+
+
+def test_clock_steps_mid_burst_restart_nothing_hide_no_hang_and_lose_nothing(start_stack, emulator, tmp_path):
+    """The container's wall clock steps 2 min forward, then an hour back (NTP correcting a
+    drifted machine, a virtual machine resumed) while 300 updates are handled: nothing is
+    restarted and every update is answered once; the bot then hangs and is healed within the
+    usual budget. Aged by file times, the step forward had the bot taken for hung; scheduled on
+    the wall clock, the step back stopped the sidecar's probes for the hour."""
+    clock = SteppedClock(tmp_path / "clock")
+    stack = start_stack(TELEGRAM_BOT_TOKEN=new_token(), **clock.args())
+    before = identities(settled(stack, "bot"))
+    bot = stack.bot_id
+    ids = emulator.inject_many(bot, [("/version", {"id": 8_100_000 + i, "first_name": f"U{i}"}) for i in range(300)])
+
+    def answered() -> int:
+        return sum(1 for n in replies(emulator, bot, ids).values() if n)
+
+    wait_until(lambda: answered() >= 40, 60, "40 replies", interval_s=0.1)
+    clock.step_to(120)
+    stepped = time.monotonic()
+    wait_until(lambda: answered() >= 150, 60, "150 replies", interval_s=0.1)
+    clock.step_to(120 - 3600)
+    counts = all_answered(emulator, bot, ids, 120)
+    # The sidecar takes a stale heartbeat for a hang within 3 s: 10 s after the first step, and
+    # as long after the second, nothing has been restarted for them.
+    wait_until(lambda: time.monotonic() - stepped > 10, 20, "10 s after the first step")
+    end = time.monotonic() + 10  # an observation window: what is measured is what happens in it
+    while time.monotonic() < end:
+        assert identities(stack.programs()) == before, "a clock step restarted a program"
+        assert stack.health()[0] == 0, stack.health()
+        time.sleep(1)
+    assert "cause=hang" not in stack.logs()
+    assert set(counts.values()) == {1}, {u: n for u, n in counts.items() if n != 1}
+
+    hung = stack.bot_pid()
+    t0 = time.monotonic()
+    stack.signal(hung, "STOP")
+    wait_until(lambda: back_with_new_pid(stack, emulator, "bot", hung), HANG_BUDGET_S, "the hung bot healed")
+    healed = time.monotonic() - t0
+    assert "restart program=bot cause=hang" in stack.logs()
+    figure(f"clock stepped 120 s forward, then 3600 s back, mid-burst: 300 updates answered once, nothing "
+           f"restarted; a hang after the steps healed in {healed:.1f} s")
 
 
 def test_dependency_down_is_not_restarted(start_stack, emulator):

@@ -17,8 +17,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT
-from tests.integration.harness import Injector, all_answered, figure, http_get, new_token, wait_until
+from tests.integration.harness import Injector, all_answered, clock_off_by, figure, http_get, new_token, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -182,19 +181,6 @@ def test_a_holder_cut_off_from_the_database_stops_polling_before_the_other_takes
                          f"holder cut off from the database (lease TTL {OUTAGE_LEASE_TTL_S:.0f} s): the other "
                          f"polled {took_over:.1f} s after the cut; {len(before) + len(meanwhile.ids)} updates all "
                          f"answered once")
-
-
-FAKETIME = ROOT / "tests" / "integration" / "offline" / "build" / "libfaketime.so.1"  # scripts/setup-host.sh
-
-
-def clock_off_by(seconds: int) -> dict:
-    """start_stack's arguments for a container whose clock is `seconds` off, as on a machine
-    whose clock drifted: libfaketime, preloaded into every process, shifts the wall clock (the
-    monotonic clock stays true, as NTP leaves it)."""
-    if not FAKETIME.exists():
-        pytest.fail(f"{FAKETIME} is missing: scripts/setup-host.sh builds it")
-    return {"volumes": {str(FAKETIME): "/opt/libfaketime.so.1"}, "LD_PRELOAD": "/opt/libfaketime.so.1",
-            "FAKETIME": f"{seconds:+d}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
 
 
 def clock_offset(stack) -> float:
