@@ -1,9 +1,10 @@
 """Who heals the healer: the guardian, the sidecar's watchdog, running inside supervisord.
 
 The sidecar beats into a heartbeat file on every pass of its loop and while it waits on a heal
-(services/common/heartbeat.py). Once a second the guardian reads the beat's age; older than STALE_S while the sidecar is RUNNING
-means it is hung (or SIGSTOPped): SIGKILL, and supervisord's autorestart starts a fresh one. A
-sidecar that has not beaten yet since it started gets START_GRACE_S to load its plan.
+(services/common/heartbeat.py). Once a second the guardian reads the beat's age; older than
+STALE_S while the sidecar is RUNNING means it is hung (or SIGSTOPped): SIGKILL, and
+supervisord's autorestart starts a fresh one. A sidecar that has not beaten yet since it
+started (the beat is its predecessor's) gets START_GRACE_S to load its plan.
 
 Why once a second: supervisord's own ticks come every 5, 60 and 3600 s, and a 5 s tick on top
 of the heartbeat's age put a new sidecar 10-15 s after a hang (CI once measured 15.2 s). The
@@ -29,7 +30,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from services.common.heartbeat import last_beat
+from services.common.heartbeat import last_beat, process_life
 from services.common.verdict import run_dir
 
 PROGRAM = "healthcheck"
@@ -61,7 +62,7 @@ def check(process, heartbeat: Path, now: float) -> dict | None:
     if process.get_state() != ProcessStates.RUNNING:
         return None
     seen = last_beat(heartbeat)
-    if seen is None or seen[0] != process.pid:  # no beat from this process yet: it is still getting its plan
+    if seen is None or seen[0] != process_life(process.pid):  # none from this process yet: getting its plan
         age = now - process.laststart
         if age < START_GRACE_S:
             return None

@@ -44,7 +44,7 @@ from healthcheck.alerts import Alerts
 from healthcheck.events import Event, EventLog
 from healthcheck.policy import Backoff, HealPolicy
 from services.common import oom
-from services.common.heartbeat import beat
+from services.common.heartbeat import beat, process_life
 from services.common.probes import Probe
 from services.common.runfiles import write_json
 
@@ -609,16 +609,6 @@ def due(now: float, at: float, within_s: float) -> bool:
     stepped back (NTP), and waiting for `at` would stall probes, retries and heals for as long as
     the step. (Stepped forward, things come due early, once.)"""
     return now >= at or at - now > within_s
-
-
-def process_life(pid: int) -> str:
-    """A process's pid and start time (clock ticks since boot): unlike the pid alone, never the
-    same for two processes, across container restarts included."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return f"{pid}:{stat.rsplit(')', 1)[1].split()[19]}"  # field 22, starttime
-    except (OSError, IndexError):
-        return ""  # unknown: no predecessor's verdict or mark is trusted
 
 
 def _duration(seconds: float) -> str:

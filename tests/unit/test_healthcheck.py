@@ -1512,7 +1512,7 @@ class SidecarProcess:
 
     state: int
     laststart: float
-    pid: int = 4242
+    pid: int = field(default_factory=os.getpid)  # this test process plays the sidecar
     signals: list[int] = field(default_factory=list)
 
     def get_state(self) -> int:
@@ -1522,9 +1522,12 @@ class SidecarProcess:
         self.signals.append(sig)
 
 
-def beat_aged(path, age_s: float, pid: int = 4242) -> None:
-    """A heartbeat `pid` wrote `age_s` seconds ago (services/common/heartbeat.py)."""
-    path.write_text(f"{pid} {time.monotonic() - age_s}\n")
+def beat_aged(path, age_s: float, life: str | None = None) -> None:
+    """A heartbeat written `age_s` seconds ago by the process `life` (services/common/heartbeat.py;
+    this one by default, which plays the sidecar)."""
+    from services.common.heartbeat import process_life
+
+    path.write_text(f"{life or process_life(os.getpid())} {time.monotonic() - age_s}\n")
 
 
 def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_path):
@@ -1541,8 +1544,9 @@ def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_
     assert check(sidecar, beat, now) is None
     beat_aged(beat, STALE_S + 1)
     assert check(SidecarProcess(ProcessStates.STARTING, START), beat, now) is None
-    # the heartbeat is its predecessor's until a new sidecar, getting its plan, beats for the first time
-    beat_aged(beat, 1, pid=4241)
+    # the heartbeat is its predecessor's until a new sidecar, getting its plan, beats for the first
+    # time: another pid, or the same pid in another life (`docker restart` keeps the run directory)
+    beat_aged(beat, 1, life=f"{os.getpid()}:1")
     assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S + 1), beat, now) is None, "in its grace"
     assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S - 1), beat, now), "no beat in its grace"
     beat.unlink()
@@ -1551,7 +1555,7 @@ def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_
     beat_aged(beat, STALE_S + 1)
     assert check(started, beat, now), "beat once, then hung: its grace is over"
     done = check(sidecar, beat, now)
-    assert done == {"time": now, "old_pid": 4242, "reason": f"no heartbeat for {STALE_S + 1:.0f} s"}
+    assert done == {"time": now, "old_pid": os.getpid(), "reason": f"no heartbeat for {STALE_S + 1:.0f} s"}
     assert sidecar.signals == [signal.SIGKILL]
 
 
@@ -1570,8 +1574,8 @@ def test_a_clock_step_neither_stales_nor_freshens_a_heartbeat(tmp_path, monkeypa
 
     fresh, stale = tmp_path / "fresh", tmp_path / "stale"
     beat(fresh)
-    beat_aged(stale, 60, pid=os.getpid())
-    process = SidecarProcess(ProcessStates.RUNNING, time.time() - 600, pid=os.getpid())
+    beat_aged(stale, 60)
+    process = SidecarProcess(ProcessStates.RUNNING, time.time() - 600)
     probe = HeartbeatProbe("bot", path=fresh, max_age_s=3.0)
     write_json(verdict_path(str(tmp_path)), {"status": "healthy", "reasons": [], "time": time.time(),
                                               "monotonic": time.monotonic()})
