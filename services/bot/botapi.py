@@ -20,6 +20,10 @@ from services.common.wait import wait_for_stop
 log = logging.getLogger("botstack.bot.api")
 T = TypeVar("T")
 BACKOFF_MAX_S = 30.0
+# getUpdates while the Bot API is out of reach (a network, a proxy or Telegram down): tried
+# again at least this often, so the bot answers within seconds of Telegram answering again, not
+# up to 30 s later. A failed poll costs Telegram nothing; a 409 (another instance) still waits longer.
+OUT_OF_REACH_RETRY_MAX_S = 5.0
 
 
 def retry_after_s(exc: RetryAfter) -> float:
@@ -27,9 +31,9 @@ def retry_after_s(exc: RetryAfter) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def backoff_s(failures: int) -> float:
-    """1, 2, 4 ... 30 s, with jitter so instances that failed together drift apart."""
-    ceiling = min(BACKOFF_MAX_S, 2.0 ** max(0, failures - 1))
+def backoff_s(failures: int, ceiling_s: float = BACKOFF_MAX_S) -> float:
+    """1, 2, 4 ... `ceiling_s`, with jitter so instances that failed together drift apart."""
+    ceiling = min(ceiling_s, 2.0 ** max(0, failures - 1))
     return random.uniform(ceiling / 2, ceiling)
 
 

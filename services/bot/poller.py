@@ -26,7 +26,7 @@ from telegram.error import Conflict, EndPointNotFound, InvalidToken, RetryAfter,
 from telegram.ext import Application
 from telegram.warnings import PTBUserWarning
 
-from services.bot.botapi import backoff_s, retry_after_s
+from services.bot.botapi import BACKOFF_MAX_S, OUT_OF_REACH_RETRY_MAX_S, backoff_s, retry_after_s
 from services.bot.inbox import Inbox
 from services.bot.lease import Lease
 from services.bot.status import BotStatus
@@ -55,6 +55,7 @@ class Poller:
         self.offset: int | None = None
         self._sent_offset: int | None = None  # the offset the Bot API has seen: it confirms below it
         self._errors = 0
+        self._sleep = asyncio.sleep  # a backoff's wait (a test records them instead)
         self._quiet_until = 0.0
         self._suppressed = 0
 
@@ -152,7 +153,7 @@ class Poller:
                 continue
             except TelegramError as exc:
                 await self._backoff(logging.WARNING, "getUpdates failed (%s: %s); retrying",
-                                    type(exc).__name__, exc)
+                                    type(exc).__name__, exc, ceiling_s=OUT_OF_REACH_RETRY_MAX_S)
                 continue
             self._errors = 0
             if not raw:
@@ -193,10 +194,10 @@ class Poller:
         except Exception as exc:  # best effort: the inbox recognises updates it already has
             log.warning("could not confirm offset %s: %s", self.offset, exc)
 
-    async def _backoff(self, level: int, message: str, *args) -> None:
+    async def _backoff(self, level: int, message: str, *args, ceiling_s: float = BACKOFF_MAX_S) -> None:
         self._errors += 1
         self._throttled(level, message, *args)
-        await asyncio.sleep(backoff_s(self._errors))
+        await self._sleep(backoff_s(self._errors, ceiling_s))
 
     def _throttled(self, level: int, message: str, *args) -> None:
         now = time.monotonic()

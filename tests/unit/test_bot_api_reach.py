@@ -104,3 +104,45 @@ def test_a_call_that_fails_after_a_later_one_was_answered_starts_no_outage(tmp_p
     assert back is None
     assert after_straggler is None, "a 502 that was on its way as the Bot API came back started an outage"
     assert new_outage, "a call that fails after the last answer is an outage"
+
+
+def test_get_updates_out_of_reach_is_tried_again_within_seconds(tmp_path, monkeypatch):
+    """Telegram out of reach for eight polls in a row (502s): the poller tries again at least
+    every 5 s, so the bot answers within seconds of Telegram answering again, where its backoff
+    had grown to 15-30 s. Against the real emulator over HTTP; the waits are recorded, not slept."""
+    from types import SimpleNamespace
+
+    from services.bot.botapi import OUT_OF_REACH_RETRY_MAX_S
+    from services.bot.poller import Poller
+
+    monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
+    waits: list[float] = []
+
+    async def scenario(url: str) -> None:
+        async with ExtBot(TOKEN, base_url=f"{url}/bot") as bot, httpx.AsyncClient() as ctl:
+            await ctl.post(f"{url}/_emulator/bots/{BOT_ID}/fail-next",
+                           json={"method": "getUpdates", "error_code": 502, "times": 8})
+            poller = Poller(SimpleNamespace(bot=bot), lease=None, inbox=None,
+                            status=BotStatus(tmp_path / "bot.json"), poll_timeout_s=0)
+
+            async def record(delay: float) -> None:
+                waits.append(delay)
+
+            poller._sleep = record
+            polling = asyncio.create_task(poller._poll_forever())
+
+            async def answered_again() -> None:
+                while len(waits) < 8 or poller._errors:
+                    await asyncio.sleep(0.01)
+
+            try:
+                await asyncio.wait_for(answered_again(), timeout=10)
+            finally:
+                polling.cancel()
+
+    with serve_in_thread(create_app()) as url:
+        asyncio.run(scenario(url))
+
+    assert len(waits) == 8, waits
+    assert max(waits) <= OUT_OF_REACH_RETRY_MAX_S, waits
+    assert waits[-1] >= OUT_OF_REACH_RETRY_MAX_S / 2, f"the backoff did not grow: {waits}"
