@@ -59,7 +59,7 @@ class Alerts:
 
     send: Callable[[str], None] | Sequence[Callable[[str], None]] | None
     group_s: float = 300.0
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.monotonic  # a wall clock stepped back would hold a group for the step
     secrets: tuple[str, ...] = ()
     spool: Path | None = None
     _groups: dict[str, _Group] = field(default_factory=dict)
@@ -78,7 +78,7 @@ class Alerts:
             return
         now = self.clock()
         group = self._groups.get(key)
-        if group is None or now - group.first_at >= self.group_s:
+        if group is None or self._over(group, now):
             self._flush(key)
             self._groups[key] = _Group(first_at=now)
             self._enqueue(text)
@@ -90,12 +90,17 @@ class Alerts:
     def tick(self) -> None:
         """Send the summaries whose grouping time is up."""
         now = self.clock()
-        due = [k for k, g in self._groups.items() if now - g.first_at >= self.group_s]
+        due = [k for k, g in self._groups.items() if self._over(g, now)]
         for key in due:
             self._flush(key)
             del self._groups[key]
         if due:
             self._save()
+
+    def _over(self, group: _Group, now: float) -> bool:
+        """Its grouping time is up, or it began in a future: a predecessor's group from before
+        the machine restarted (the monotonic clock starts again at boot)."""
+        return not 0 <= now - group.first_at < self.group_s
 
     def _flush(self, key: str) -> None:
         group = self._groups.get(key)

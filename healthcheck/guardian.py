@@ -4,7 +4,10 @@ The sidecar beats into a heartbeat file on every pass of its loop and while it w
 (services/common/heartbeat.py). Once a second the guardian reads the beat's age; older than
 STALE_S while the sidecar is RUNNING means it is hung (or SIGSTOPped): SIGKILL, and
 supervisord's autorestart starts a fresh one. A sidecar that has not beaten yet since it
-started (the beat is its predecessor's) gets START_GRACE_S to load its plan.
+started (the beat is its predecessor's) gets START_GRACE_S to load its plan, counted on the
+monotonic clock from when the guardian first saw it (within a second of its start): against
+supervisord's start time, on the wall clock, a clock stepped back stretched that grace by the
+step, and one stepped forward ended it at once.
 
 Why once a second: supervisord's own ticks come every 5, 60 and 3600 s, and a 5 s tick on top
 of the heartbeat's age put a new sidecar 10-15 s after a hang (CI once measured 15.2 s). The
@@ -52,10 +55,11 @@ def say(text: str) -> None:
     sys.stderr.flush()
 
 
-def check(process, heartbeat: Path, now: float) -> dict | None:
+def check(process, heartbeat: Path, now: float, running_s: float) -> dict | None:
     """Kill the sidecar when it is hung; what was done, or None.
 
-    `process` is supervisord's Subprocess for the sidecar (state, pid, laststart, signal()).
+    `process` is supervisord's Subprocess for the sidecar (state, pid, signal()); `now` the wall
+    clock, for the record; `running_s` how long this sidecar has been seen since its start.
     """
     from supervisor.states import ProcessStates
 
@@ -63,7 +67,7 @@ def check(process, heartbeat: Path, now: float) -> dict | None:
         return None
     seen = last_beat(heartbeat)
     if seen is None or seen[0] != process_life(process.pid):  # none from this process yet: getting its plan
-        age = now - process.laststart
+        age = running_s
         if age < START_GRACE_S:
             return None
     else:
@@ -108,6 +112,7 @@ class Guardian:
         self._supervisord = supervisord
         self._heartbeat = heartbeat_path(run_dir)
         self._handover = handover_path(run_dir)
+        self._seen: tuple[tuple[int, float], float] | None = None  # ((pid, laststart), first seen, monotonic)
 
     def _on_tick(self, _event) -> None:
         from supervisor.states import SupervisorStates
@@ -119,7 +124,10 @@ class Guardian:
             process = group.processes.get(PROGRAM) if group is not None else None
             if process is None:
                 return
-            done = check(process, self._heartbeat, time.time())
+            spawn, now = (process.pid, process.laststart), time.monotonic()
+            if self._seen is None or self._seen[0] != spawn:
+                self._seen = (spawn, now)
+            done = check(process, self._heartbeat, time.time(), now - self._seen[1])
             if done:
                 say(f"restart program={PROGRAM} cause=watchdog old_pid={done['old_pid']} reason={done['reason']}")
                 hand_over(self._handover, done)

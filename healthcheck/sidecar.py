@@ -1,7 +1,16 @@
 """The sidecar's loop: ask supervisord what runs, probe what should answer, heal, report.
 
 Shaped like superlance's listeners: every collaborator (the supervisord RPC proxy, the probes,
-the clock, the event log) is handed in, so tests drive it with fakes one tick at a time.
+the clocks, the event log) is handed in, so tests drive it with fakes one tick at a time.
+
+Two clocks: everything the sidecar waits for or counts over a window (the next probe, a heal's
+grace, a crash loop's backoff, a crash cycle's hour, how long a dependency has been down) runs
+on the monotonic clock, which no clock step moves; the wall clock only stamps what it records
+and publishes. A time another process took from its wall clock (supervisord's start of a
+program, the bot's "failing since") is turned into monotonic time when first seen. On wall
+deadlines a clock stepped back by NTP, or a virtual machine resumed, stalled probes and heals
+for as long as the step, and a step forward ended a program's start grace at once: probed
+while still starting, it was restarted as hung.
 
 What it does, and what it never does:
 - a program that is RUNNING but fails its liveness probe `failure_threshold` times in a row
@@ -82,6 +91,7 @@ class Watched:
     answered: bool = False  # since its last start: its start grace is over
     detail: str = ""
     latency_s: float | None = None
+    started: float | None = None  # when this pid started, on the monotonic clock (Sidecar._start_of)
     next_probe: float = 0.0
     retry_at: float | None = None
     healing: bool = False
@@ -114,7 +124,8 @@ class Sidecar:
     heartbeat: Path | None = None  # beaten every pass and while waiting: the watchdog reads it
     oom_kills: Callable[[], int | None] = oom.oom_kills  # the container's count of kernel OOM kills
     resident_mib: Callable[[int], float | None] = oom.resident_mib
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # stamps records only
+    monotonic: Callable[[], float] = time.monotonic  # every wait and window
     sleep: Callable[[float], None] = time.sleep
     # This supervisord's life (its pid and start time): a verdict written in another life (the
     # run folder outlives `docker restart`) says nothing about the processes running now.
@@ -128,6 +139,7 @@ class Sidecar:
     _ready_once: bool = False
     _last_status: str = "starting"
     _bot_seen: dict = field(default_factory=dict)
+    _api_failing: tuple[float, float] | None = None  # the bot's "failing since" (wall), and on the monotonic clock
     _api_alerted_since: float | None = None  # the Bot API outage the admins were told of
     _api_flaky_told: bool = False  # ...or that it fails too often
     _api_seen: deque = field(default_factory=deque)  # (pass time, failing then) over FLAKY_WINDOW_S
@@ -170,14 +182,14 @@ class Sidecar:
 
     def tick(self) -> dict:
         self.beat()
-        now = self.clock()
+        now = self.monotonic()
         self._note_oom_kills(now)
         try:
             supervisord_state = self.rpc.supervisor.getState()["statename"]
             infos = {i["name"]: i for i in self.rpc.supervisor.getAllProcessInfo()}
         except (OSError, xmlrpc.client.Error) as exc:
             return self._publish({"status": "unhealthy", "reasons": [f"supervisord: {exc}"],
-                                  "time": now, "programs": {}})
+                                  "time": self.clock(), "programs": {}})
         acting = supervisord_state == "RUNNING"
         probes = {p.program: p for p in self.probes}
         unhealthy: list[str] = []
@@ -194,9 +206,9 @@ class Sidecar:
                 degraded.append(self._restart_after_ceiling(name, info, w, acting))
             elif state == "RUNNING":
                 w.retry_at = None
-                w.backoff.note_up_since(info["start"], now)
+                w.backoff.note_up_since(now if w.started is None else w.started, now)
                 if self._above_ceiling(name, info, w) and acting:
-                    self._stop_for_memory(name, info, w, now)
+                    self._stop_for_memory(name, info, w)
                     degraded.append(f"{name}: restarting ({w.ceiling_stop})")
                     continue
                 if w.ceiling_too_low:
@@ -222,7 +234,7 @@ class Sidecar:
             if state != "RUNNING":
                 w.failures, w.last_ok, w.answered = 0, None, False
         if self.readiness and infos.get(self.readiness.program, {}).get("statename") == "RUNNING":
-            if due(now, self._next_ready, self.readiness.period_s):
+            if now >= self._next_ready:
                 self._next_ready = now + self.readiness.period_s
                 self.ready = self._check(self.readiness)
                 self._note_readiness(now)
@@ -239,14 +251,15 @@ class Sidecar:
         if status != self._last_status:
             self._last_status = status
         self.alerts.tick()
+        wall = self.clock()
         return self._publish({
             "status": status,
             "reasons": unhealthy + degraded,
-            "time": now,
+            "time": wall,
             "supervisord": supervisord_state,
             "supervisord_life": self.supervisord_life,
             "bot": bot,
-            "programs": {n: self._program_view(n, infos[n]) for n in sorted(infos)},
+            "programs": {n: self._program_view(n, infos[n], wall - now) for n in sorted(infos)},
         })
 
     # --- observation ----------------------------------------------------------------
@@ -261,15 +274,21 @@ class Sidecar:
             else:
                 w.last_exit = f"exit status {status}" if status else "exited unexpectedly (a signal, or a crash)"
             reason = f"{w.last_exit}; supervisord restarted it"
-            self.events.record(Event(now, name, "crash", reason, w.pid, pid))
+            self.events.record(Event(self.clock(), name, "crash", reason, w.pid, pid))
             self.alerts.event(f"{name}:restart", f"{name} died ({w.last_exit}) and was restarted "
                                                  f"(pid {w.pid} -> {pid})")
             self._escalate_if_needed(name, w)
         if pid:
-            if pid != w.pid:
+            if pid != w.pid or w.started is None:
                 w.answered = False
+                w.started = self._start_of(info, now)
             w.pid = pid
             w.healing = False
+
+    def _start_of(self, info: dict, now: float) -> float:
+        """When supervisord started the program (its wall clock), on the monotonic clock: the
+        sidecar sees a new pid within a pass, so a later clock step leaves this alone."""
+        return now - max(0.0, self.clock() - (info.get("start") or 0))
 
     def _note_oom_kills(self, now: float) -> None:
         """supervisord sees a SIGKILL; only the container's cgroup knows it was the kernel's, for memory."""
@@ -282,10 +301,10 @@ class Sidecar:
         """Run the probe when due; True when the program counts as hung. A program's start grace
         lasts until it first answers (at most `start_grace_s`): a program that answered once
         has finished starting, and a hang after that is healed at once, not after the grace."""
-        in_grace = 0 <= now - info["start"] < probe.start_grace_s and not w.answered  # < 0: the clock stepped back
+        in_grace = now - (now if w.started is None else w.started) < probe.start_grace_s and not w.answered
         if in_grace:
             w.failures = 0
-        if due(now, w.next_probe, probe.period_s):
+        if now >= w.next_probe:
             w.next_probe = now + probe.period_s
             t0 = time.monotonic()
             ok, detail = self._check(probe)
@@ -355,7 +374,7 @@ class Sidecar:
             return True
         return False
 
-    def _stop_for_memory(self, name: str, info: dict, w: Watched, now: float) -> None:
+    def _stop_for_memory(self, name: str, info: dict, w: Watched) -> None:
         """Stop it the way `docker stop` would (its stop signal, its stop budget, then SIGKILL,
         all supervisord's), and start it again once STOPPED. Marked in the run folder first: a
         sidecar replaced meanwhile starts it again all the same."""
@@ -368,7 +387,7 @@ class Sidecar:
             self._mark_stopped_to_restart(name, False)
             return
         w.over_ceiling, w.last_exit = 0, w.ceiling_stop
-        self.events.record(Event(now, name, "memory", f"{w.ceiling_stop}; stopped gracefully to start again",
+        self.events.record(Event(self.clock(), name, "memory", f"{w.ceiling_stop}; stopped gracefully to start again",
                                  info["pid"], None))
         self.alerts.event(f"{name}:restart", f"{name} was {w.ceiling_stop}: stopped gracefully and started "
                                              f"again (pid {info['pid']})")
@@ -432,7 +451,7 @@ class Sidecar:
                 gave_up = f": supervisord gave up starting it ({info.get('description', '')})"
             self.alerts.event(f"{name}:fatal", f"{name} is {what}{gave_up}; next attempt in {delay:.0f} s")
             self._escalate_if_needed(name, w)
-        elif acting and due(now, w.retry_at, self.policy.backoff_max_s):
+        elif acting and now >= w.retry_at:
             log.warning("starting %s program %s (attempt %d)", info["statename"], name, w.backoff.attempts)
             try:
                 self.rpc.supervisor.startProcess(name, False)
@@ -440,7 +459,7 @@ class Sidecar:
                 log.error("could not start %s: %s", name, exc)
             w.retry_at = None
             w.healing = True
-            self.events.record(Event(now, name, "fatal", "crash loop: started again after backoff", w.pid, None))
+            self.events.record(Event(self.clock(), name, "fatal", "crash loop: started again after backoff", w.pid, None))
         wait = max(0.0, (w.retry_at or now) - now)
         return f"{name}: {what}, next start attempt in {wait:.0f} s"
 
@@ -452,7 +471,7 @@ class Sidecar:
         window = _duration(self.policy.cycle_window_s)
         if cycling and not w.cycling:
             text = f"{name} is in a crash cycle: {count} restarts in the last {window} (last: {w.last_exit})"
-            self.events.note(Event(now, name, "cycle", text, w.pid, None))
+            self.events.note(Event(self.clock(), name, "cycle", text, w.pid, None))
             self.alerts.event(f"{name}:cycle", f"{text}; the container is unhealthy")
         w.cycling = cycling
         if cycling:
@@ -501,8 +520,8 @@ class Sidecar:
         fails often but not for long in a row is judged by its share of failing passes."""
         if not running or not isinstance(bot, dict):
             return None  # a bot that is down is the crash watch's business
-        since = bot.get("api_failing_since")
-        failing = isinstance(since, (int, float))
+        since = self._api_failing_since(bot.get("api_failing_since"), now)
+        failing = since is not None
         self._api_last_error = bot.get("api_error") or self._api_last_error
         self._api_seen.append((now, failing))
         while now - self._api_seen[0][0] > FLAKY_WINDOW_S:
@@ -522,6 +541,15 @@ class Sidecar:
             self._api_alerted_since = None
             self._api_seen.clear()  # that outage was told: not counted again as failing often
         return None if self._api_alerted_since is not None else self._api_flaky(now)
+
+    def _api_failing_since(self, wall: object, now: float) -> float | None:
+        """The bot's "failing since" (its wall clock) on the monotonic clock, taken when first seen."""
+        if not isinstance(wall, (int, float)):
+            self._api_failing = None
+            return None
+        if self._api_failing is None or self._api_failing[0] != wall:
+            self._api_failing = (wall, now - max(0.0, self.clock() - wall))
+        return self._api_failing[1]
 
     def _api_flaky(self, now: float) -> str | None:
         seen = self._api_seen
@@ -543,7 +571,7 @@ class Sidecar:
         return f"bot: {detail}"
 
     def _escalate_if_needed(self, name: str, w: Watched) -> None:
-        if w.backoff.note_failure(self.clock()) and self.policy.escalation == "exit":
+        if w.backoff.note_failure(self.monotonic()) and self.policy.escalation == "exit":
             log.critical("%s failed more than %d times in %.0f s; stopping supervisord so the "
                          "orchestrator replaces the container", name, self.policy.max_failures,
                          self.policy.failure_window_s)
@@ -558,19 +586,19 @@ class Sidecar:
                 log.error("could not stop supervisord: %s", exc)
 
     def _wait_for_exit(self, name: str, pid: int, timeout_s: float) -> bool:
-        deadline = self.clock() + timeout_s
+        deadline = self.monotonic() + timeout_s
         while True:
             info = self.rpc.supervisor.getProcessInfo(name)
             if info["pid"] != pid or info["statename"] not in ("RUNNING", "STOPPING"):
                 return True
-            if due(self.clock(), deadline, timeout_s):
+            if self.monotonic() >= deadline:
                 return False
             self.beat()
             self.sleep(0.1)
 
     def _wait_for_new_pid(self, name: str, old_pid: int, timeout_s: float) -> int | None:
-        deadline = self.clock() + timeout_s
-        while not due(self.clock(), deadline, timeout_s):
+        deadline = self.monotonic() + timeout_s
+        while self.monotonic() < deadline:
             info = self.rpc.supervisor.getProcessInfo(name)
             if info["pid"] and info["pid"] != old_pid:
                 return info["pid"]
@@ -584,12 +612,13 @@ class Sidecar:
         return None
 
     # --- reporting ------------------------------------------------------------------
-    def _program_view(self, name: str, info: dict) -> dict:
+    def _program_view(self, name: str, info: dict, to_wall: float) -> dict:
+        """What the verdict shows of one program; `to_wall` turns monotonic times into the wall clock's."""
         w = self.watched.get(name)
         view = {"state": info["statename"], "pid": info.get("pid") or 0, "start": info.get("start") or 0}
         if w:
             view.update(probe_ok=w.last_ok, probe_detail=w.detail, probe_latency_s=w.latency_s,
-                        next_retry=w.retry_at)
+                        next_retry=None if w.retry_at is None else w.retry_at + to_wall)
         view.update(self.events.summary(name))
         return view
 
@@ -602,13 +631,6 @@ class Sidecar:
         while not should_stop():
             self.tick()
             self.sleep(self.tick_s)
-
-
-def due(now: float, at: float, within_s: float) -> bool:
-    """`at` has come, or lies further ahead than `within_s` could have put it: the wall clock was
-    stepped back (NTP), and waiting for `at` would stall probes, retries and heals for as long as
-    the step. (Stepped forward, things come due early, once.)"""
-    return now >= at or at - now > within_s
 
 
 def _duration(seconds: float) -> str:

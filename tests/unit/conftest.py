@@ -97,16 +97,25 @@ def wait_until(predicate: Callable[[], object], timeout_s: float = 5.0, interval
 
 
 class FakeClock:
-    """An injected clock for the sidecar: time moves only when the test says so."""
+    """An injected clock for the sidecar: time moves only when the test says so. Called, it is
+    the wall clock; `monotonic` is the one no `step` moves."""
 
     def __init__(self, now: float = 1_000_000.0) -> None:
         self.now = now
+        self.stepped = 0.0
 
     def __call__(self) -> float:
+        return self.now + self.stepped
+
+    def monotonic(self) -> float:
         return self.now
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+    def step(self, seconds: float) -> None:
+        """The wall clock set forward or back (NTP, a virtual machine resumed)."""
+        self.stepped += seconds
 
 
 @pytest.fixture

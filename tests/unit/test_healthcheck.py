@@ -125,14 +125,14 @@ class FakeSupervisord:
             if behaviour == "exit":
                 self._exit(p)
             elif behaviour != "ignore":
-                p.exit_at = self.clock() + float(behaviour)
+                p.exit_at = self.clock.monotonic() + float(behaviour)
         return True
 
     def stopProcess(self, name: str, wait: bool = True) -> bool:  # noqa: N802
         p = self._program(self._call("stopProcess", name, wait))
         if p.statename not in SIGNALLABLE_STATES:
             raise xmlrpc.client.Fault(NOT_RUNNING, f"NOT_RUNNING: {name}")
-        p.statename, p.stopped_at = "STOPPING", self.clock() + self.stop_takes.get(name, 0.0)
+        p.statename, p.stopped_at = "STOPPING", self.clock.monotonic() + self.stop_takes.get(name, 0.0)
         self._transition()
         return True
 
@@ -185,7 +185,7 @@ class FakeSupervisord:
 
     # .. internals ....................................................................
     def _call(self, method: str, *args) -> str | None:
-        self.calls.append(Call(self.clock(), method, args))
+        self.calls.append(Call(self.clock.monotonic(), method, args))
         if self.unreachable is not None:
             raise self.unreachable
         if method in self.broken:
@@ -197,9 +197,9 @@ class FakeSupervisord:
 
     def _transition(self) -> None:
         for p in self.programs.values():
-            if p.stopped_at is not None and self.clock() >= p.stopped_at:
+            if p.stopped_at is not None and self.clock.monotonic() >= p.stopped_at:
                 p.statename, p.pid, p.stop, p.stopped_at, p.description = "STOPPED", 0, int(self.clock()), None, "Stopped"
-            elif p.exit_at is not None and self.clock() >= p.exit_at:
+            elif p.exit_at is not None and self.clock.monotonic() >= p.exit_at:
                 self._exit(p)
             elif p.restart_in is not None:
                 if p.restart_in == 0:
@@ -296,7 +296,8 @@ def make(sup, clock, tmp_path):
         return Sidecar(
             SimpleNamespace(supervisor=sup), list(probes), tmp_path / "health.json",
             readiness=readiness, policy=HealPolicy(**options), events=events or EventLog(),
-            alerts=alerts or Alerts(None), tick_s=tick_s, clock=clock, sleep=clock.advance, **extra,
+            alerts=alerts or Alerts(None), tick_s=tick_s, clock=clock, monotonic=clock.monotonic,
+            sleep=clock.advance, **extra,
         )
 
     return build
@@ -304,8 +305,8 @@ def make(sup, clock, tmp_path):
 
 def run_for(sidecar: Sidecar, seconds: float) -> dict:
     """Let the sidecar's own loop run for `seconds` of fake time; the last verdict."""
-    until = sidecar.clock() + seconds
-    sidecar.runforever(lambda: sidecar.clock() >= until)
+    until = sidecar.monotonic() + seconds
+    sidecar.runforever(lambda: sidecar.monotonic() >= until)
     return json.loads(sidecar.verdict_path.read_text())
 
 
@@ -347,10 +348,26 @@ def test_a_clock_stepped_back_stalls_neither_probes_nor_heals(sup, make, clock):
     api = live("api", [True, True] + [False] * 50)
     sidecar = make(healthy_probes(api=api), hang_term_grace_s=2.0)
     run_for(sidecar, 2)
-    clock.now -= 3600
+    clock.step(-3600)
     run_for(sidecar, 10)
     assert ("signalProcess", "api", "KILL") in sup.actions(), sup.actions()
     assert api.calls >= 5, "the probes stopped"
+
+
+def test_a_clock_stepped_forward_while_a_program_starts_keeps_its_start_grace(sup, make, clock):
+    """The api was started by supervisord a second ago and does not answer yet; NTP sets the
+    clock an hour forward. It keeps the rest of its start grace (30 s from its start), and only
+    a program still not answering after that is healed. Aged on the wall clock, the grace was
+    over at once and the api restarted mid-start, 3 probes after the step."""
+    sup.on_term["api"] = "ignore"
+    api = live("api", [False], start_grace_s=30.0)
+    sidecar = make(healthy_probes(api=api))
+    run_for(sidecar, 2)
+    clock.step(3600)
+    run_for(sidecar, 25)
+    assert sup.actions() == [], "restarted within its start grace"
+    run_for(sidecar, 10)
+    assert [a[2] for a in sup.actions()] == ["TERM", "CONT", "KILL"], "its start grace never ended"
 
 
 def test_hung_program_that_honours_term_within_the_grace_is_not_killed(sup, make, clock):
@@ -560,7 +577,7 @@ def test_readiness_lost_for_long_is_one_alert_and_its_return_another(sup, make, 
     refused = (False, "mongodb refuses writes: OperationFailure: database or disk is full (13)")
     ready = ScriptedProbe("api", period_s=2.0, failure_threshold=1, script=[True] * 3 + [refused] * 30 + [True])
     sent = Sent()
-    sidecar = make(healthy_probes(), readiness=ready, alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar = make(healthy_probes(), readiness=ready, alerts=Alerts(sent, group_s=300, clock=clock.monotonic))
 
     with caplog.at_level(logging.INFO, logger="botstack.healthcheck"):
         run_for(sidecar, 10.0)  # ready, then refused for 4 s: logged at once, too short to alert
@@ -582,7 +599,7 @@ def test_not_ready_at_start_is_news_only_past_the_alert_time(sup, make, clock, c
     clock.advance(60)
     ready = ScriptedProbe("api", period_s=2.0, failure_threshold=1, script=[False] * 4 + [True])  # MongoDB starting
     sent = Sent()
-    sidecar = make(healthy_probes(), readiness=ready, alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar = make(healthy_probes(), readiness=ready, alerts=Alerts(sent, group_s=300, clock=clock.monotonic))
     with caplog.at_level(logging.INFO, logger="botstack.healthcheck"):
         run_for(sidecar, 30.0)
     assert not [r for r in caplog.records if "ready" in r.getMessage()]
@@ -590,7 +607,7 @@ def test_not_ready_at_start_is_news_only_past_the_alert_time(sup, make, clock, c
     assert sent == []
 
     never = ScriptedProbe("api", period_s=2.0, failure_threshold=1, script=[False])  # a wrong MONGODB_URI
-    sidecar = make(healthy_probes(), readiness=never, alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar = make(healthy_probes(), readiness=never, alerts=Alerts(sent, group_s=300, clock=clock.monotonic))
     run_for(sidecar, 30.0)
     assert [t.split(":")[1] for t in wait_sent(sent, 1)] == [" api not ready for 16 s"]
 
@@ -602,7 +619,7 @@ def test_bot_api_out_of_reach_is_degraded_told_once_and_its_return_told(sup, mak
     clock.advance(60)
     bot = {"role": "active", "api_failing_since": None, "api_error": ""}
     sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), bot_status=lambda: dict(bot))
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic), bot_status=lambda: dict(bot))
     run_for(sidecar, 5.0)
     error = "getUpdates: NetworkError: httpx.ConnectError: [Errno -3] Temporary failure in name resolution"
     bot.update(api_failing_since=clock(), api_error=error)
@@ -635,7 +652,7 @@ def test_a_bot_api_that_fails_often_but_never_long_is_degraded_and_told(sup, mak
                 "api_error": error if failing else ""}
 
     sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), bot_status=bot_status)
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic), bot_status=bot_status)
     assert run_for(sidecar, 20.0)["status"] == "healthy", "not judged on less than 30 s"
     verdict = run_for(sidecar, 20.0)
     assert verdict["status"] == "degraded"
@@ -799,7 +816,7 @@ def test_a_crash_while_no_sidecar_watched_is_told_by_the_next_one(sup, make, clo
     sup.crash("bot")
     clock.advance(8.0)
     sent = Sent()
-    second = make(healthy_probes(), supervisord_life="1:4242", alerts=Alerts(sent, group_s=300, clock=clock))
+    second = make(healthy_probes(), supervisord_life="1:4242", alerts=Alerts(sent, group_s=300, clock=clock.monotonic))
     verdict = second.tick()
     assert [(e.program, e.cause, e.old_pid, e.new_pid) for e in second.events.pending] == [
         ("bot", "crash", old_pid, sup.pid("bot"))]
@@ -827,7 +844,7 @@ def test_a_program_the_kernel_killed_for_memory_is_said_so(sup, make, clock, mon
     kills = [0]
     clock.advance(60)
     sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), oom_kills=lambda: kills[0])
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic), oom_kills=lambda: kills[0])
     sidecar.tick()
     kills[0] = 1
     sup.crash("bot")
@@ -857,7 +874,7 @@ def test_a_program_above_its_memory_ceiling_is_stopped_gracefully_and_started_ag
     clock.advance(60)
     sent, mib = Sent(), [120.0]
     sup.stop_takes["bot"] = 3.0
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock),
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic),
                    memory_ceilings=(("bot", 300), ("api", 300)), resident_mib=leaking(sup, "bot", mib))
     old_pid = sup.pid("bot")
     sidecar.tick()
@@ -944,7 +961,7 @@ def test_a_ceiling_below_what_a_program_needs_to_run_is_said_not_a_restart_loop(
     starts below the ceiling is judged again."""
     clock.advance(60)
     sent, mib = Sent(), [73.0]
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock),
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic),
                    memory_ceilings=(("api", 64),), resident_mib=leaking(sup, "api", mib))
     verdict = run_for(sidecar, 30.0)
     assert sup.actions() == []
@@ -1358,7 +1375,7 @@ def wait_sent(sent: Sent, n: int) -> list[str]:
 def test_crashes_spread_over_minutes_are_a_crash_cycle_though_each_run_lived(sup, make, clock):
     clock.advance(60)
     sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic))
     sidecar.tick()
     for _ in range(4):  # one crash every 7 minutes: supervisord never calls that FATAL
         clock.advance(420)
@@ -1375,7 +1392,7 @@ def test_crashes_spread_over_minutes_are_a_crash_cycle_though_each_run_lived(sup
 def test_a_crash_cycle_ends_when_the_window_has_passed_and_recovery_is_announced(sup, make, clock):
     clock.advance(60)
     sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock), cycle_window_s=60)
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic), cycle_window_s=60)
     sidecar.tick()
     for _ in range(4):
         clock.advance(5)
@@ -1391,7 +1408,7 @@ def crashing_bot(sup, make, clock, crashes: int) -> tuple[Sidecar, Sent]:
     """A sidecar with alerts grouped over 5 min, which has seen the bot crash every 3 s."""
     clock.advance(60)
     sent = Sent()
-    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock))
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic))
     sidecar.tick()
     for _ in range(crashes):
         clock.advance(3)
@@ -1430,14 +1447,14 @@ def test_alerts_a_killed_sidecar_left_waiting_are_sent_late_by_the_next_one(cloc
         taken.append(text)
         stuck.wait()
 
-    first = Alerts(delivering, group_s=300, clock=clock, spool=spool)
+    first = Alerts(delivering, group_s=300, clock=clock.monotonic, spool=spool)
     first.event("bot:restart", "bot died (1)")
     wait_until(lambda: taken, what="the first alert taken")
     first.event("web:restart", "web died (1)")
     first.event("bot:restart", "bot died (2)")
     # the first sidecar is SIGKILLed here: nothing of it runs again
     sent = Sent()
-    second = Alerts(sent, group_s=300, clock=clock, spool=spool)
+    second = Alerts(sent, group_s=300, clock=clock.monotonic, spool=spool)
     assert re.fullmatch(r"botstack: web died \(1\) \(sent late: queued by \d\d:\d\d:\d\d UTC by a sidecar that "
                         r"stopped first\)", wait_sent(sent, 1)[0]), list(sent)
     clock.advance(300)
@@ -1447,11 +1464,26 @@ def test_alerts_a_killed_sidecar_left_waiting_are_sent_late_by_the_next_one(cloc
     assert json.loads(spool.read_text()) == {"lanes": [[]], "groups": {}}
 
 
+def test_a_group_left_from_before_a_reboot_holds_back_no_alert(clock, tmp_path):
+    """The run folder was kept over a reboot (docker restart, plain docker run), and with it a
+    group a sidecar counted then: its start lies ahead of the monotonic clock, which began again
+    at boot. It is over: the next crash of that kind is sent at once, not counted for as long
+    as the last boot lasted."""
+    spool = tmp_path / "alerts.json"
+    spool.write_text(json.dumps({"lanes": [[]], "groups": {
+        "bot:restart": {"first_at": clock.monotonic() + 86_400, "count": 2, "last_text": "bot died (before)"}}}))
+    sent = Sent()
+    alerts = Alerts(sent, group_s=300, clock=clock.monotonic, spool=spool)
+    alerts.event("bot:restart", "bot died (now)")
+    assert wait_sent(sent, 2) == ["botstack: 2 more of the same in the last 5 min; the last one: bot died (before)",
+                                  "botstack: bot died (now)"]
+
+
 def test_an_unreadable_alert_spool_is_said_and_alerts_go_on(clock, tmp_path, caplog):
     spool = tmp_path / "alerts.json"
     spool.write_text("{not json")
     sent = Sent()
-    alerts = Alerts(sent, group_s=300, clock=clock, spool=spool)
+    alerts = Alerts(sent, group_s=300, clock=clock.monotonic, spool=spool)
     alerts.event("bot:restart", "bot died")
     assert wait_sent(sent, 1) == ["botstack: bot died"]
     assert "alerts a predecessor left are lost" in caplog.text
@@ -1541,22 +1573,49 @@ def test_watchdog_kills_a_sidecar_whose_heartbeat_is_stale_and_nothing_else(tmp_
     now = START + START_GRACE_S + 60
     sidecar = SidecarProcess(ProcessStates.RUNNING, START)
     beat_aged(beat, 1)
-    assert check(sidecar, beat, now) is None
+    assert check(sidecar, beat, now, 600) is None
     beat_aged(beat, STALE_S + 1)
-    assert check(SidecarProcess(ProcessStates.STARTING, START), beat, now) is None
+    assert check(SidecarProcess(ProcessStates.STARTING, START), beat, now, 600) is None
     # the heartbeat is its predecessor's until a new sidecar, getting its plan, beats for the first
     # time: another pid, or the same pid in another life (`docker restart` keeps the run directory)
     beat_aged(beat, 1, life=f"{os.getpid()}:1")
-    assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S + 1), beat, now) is None, "in its grace"
-    assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S - 1), beat, now), "no beat in its grace"
+    assert check(SidecarProcess(ProcessStates.RUNNING, START), beat, now, START_GRACE_S - 1) is None, "in its grace"
+    assert check(SidecarProcess(ProcessStates.RUNNING, START), beat, now, START_GRACE_S + 1), "no beat in its grace"
     beat.unlink()
-    assert check(SidecarProcess(ProcessStates.RUNNING, now - START_GRACE_S - 1), beat, now), "no heartbeat at all"
-    started = SidecarProcess(ProcessStates.RUNNING, now - STALE_S - 3)
+    assert check(SidecarProcess(ProcessStates.RUNNING, START), beat, now, START_GRACE_S + 1), "no heartbeat at all"
     beat_aged(beat, STALE_S + 1)
-    assert check(started, beat, now), "beat once, then hung: its grace is over"
-    done = check(sidecar, beat, now)
+    assert check(SidecarProcess(ProcessStates.RUNNING, START), beat, now, STALE_S + 3), \
+        "beat once, then hung: its grace is over"
+    done = check(sidecar, beat, now, 600)
     assert done == {"time": now, "old_pid": os.getpid(), "reason": f"no heartbeat for {STALE_S + 1:.0f} s"}
     assert sidecar.signals == [signal.SIGKILL]
+
+
+def test_the_watchdogs_start_grace_is_counted_from_when_it_saw_the_sidecar(tmp_path, monkeypatch):
+    """A new sidecar, not beaten yet (the heartbeat is its predecessor's), and the clock set an
+    hour forward since supervisord started it: it keeps its START_GRACE_S, counted on the
+    monotonic clock, and is killed only if it still has not beaten after that. Counted from
+    supervisord's start time, it was killed at once."""
+    import signal
+    from types import SimpleNamespace
+
+    from supervisor.states import ProcessStates, SupervisorStates
+
+    import healthcheck.guardian as guardian
+
+    guardian.heartbeat_path(str(tmp_path)).write_text("1:1 0.0\n")  # its predecessor's
+    sidecar = SidecarProcess(ProcessStates.RUNNING, time.time() - 3600)
+    watchdog = guardian.Guardian(SimpleNamespace(options=SimpleNamespace(mood=SupervisorStates.RUNNING),
+                                                 process_groups={"healthcheck": SimpleNamespace(
+                                                     processes={"healthcheck": sidecar})}), str(tmp_path))
+    monotonic = time.monotonic()
+    for later in (0, 1, guardian.START_GRACE_S - 1):
+        monkeypatch.setattr(time, "monotonic", lambda later=later: monotonic + later)
+        watchdog._on_tick(None)
+    assert sidecar.signals == [], "killed within its start grace"
+    monkeypatch.setattr(time, "monotonic", lambda: monotonic + guardian.START_GRACE_S + 1)
+    watchdog._on_tick(None)
+    assert sidecar.signals == [signal.SIGKILL], "never beat, never killed"
 
 
 def test_a_clock_step_neither_stales_nor_freshens_a_heartbeat(tmp_path, monkeypatch):
@@ -1586,10 +1645,10 @@ def test_a_clock_step_neither_stales_nor_freshens_a_heartbeat(tmp_path, monkeypa
     wall = time.time
     for step in (3600, -3600):
         monkeypatch.setattr(time, "time", lambda step=step: wall() + step)
-        assert check(process, fresh, time.time()) is None, f"a fresh heartbeat killed after a step of {step} s"
+        assert check(process, fresh, time.time(), 600) is None, f"a fresh heartbeat killed after a step of {step} s"
         assert probe.check()[0], f"the bot called hung after a step of {step} s"
         assert read_verdict(str(tmp_path)), f"a fresh verdict called stale after a step of {step} s"
-        assert check(process, stale, time.time()), f"a hung sidecar spared after a step of {step} s"
+        assert check(process, stale, time.time(), 600), f"a hung sidecar spared after a step of {step} s"
         assert not HeartbeatProbe("bot", path=stale, max_age_s=STALE_S).check()[0]
         assert read_verdict(str(old)) is None, f"a stale verdict called fresh after a step of {step} s"
 
@@ -1608,7 +1667,7 @@ def test_supervisords_loop_asks_the_watchdog_once_a_second(tmp_path, monkeypatch
     monkeypatch.setattr(events, "callbacks", [])
     monkeypatch.setattr(events, "TICK_EVENTS", list(events.TICK_EVENTS))
     asked: list[float] = []
-    monkeypatch.setattr(guardian, "check", lambda process, heartbeat, now: asked.append(now))
+    monkeypatch.setattr(guardian, "check", lambda process, heartbeat, now, running_s: asked.append(now))
     monkeypatch.setattr("healthcheck.wakeup.wake_on_signals", lambda supervisord: None)  # tests/unit/test_wakeup.py
     sidecar = SidecarProcess(ProcessStates.RUNNING, START)
     supervisord = SimpleNamespace(ticks={}, options=SimpleNamespace(mood=SupervisorStates.RUNNING),
