@@ -1,11 +1,13 @@
 """Production settings only: reload is refused, bad settings stop a program with one clear line."""
 
 import json
+import os
 import re
+import time
 
 import pytest
 
-from tests.integration.harness import all_answered, figure, remember, wait_until
+from tests.integration.harness import all_answered, figure, http_get, identities, remember, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -95,6 +97,56 @@ def test_another_uid_in_group_0_does_the_work_and_loses_nothing_to_a_kill(start_
     assert len(notes) == 20 and set(notes) == {1}, notes
     assert code == 0 and "verified" in backup, backup
     assert stack.exec(["stat", "-c", "%u %a", "/run/botstack/supervisor.sock"])[1].split() == ["12345", "700"]
+
+
+def test_a_data_folder_it_cannot_write_stops_only_mongodb_with_one_line_and_loses_nothing(start_stack, emulator,
+                                                                                         tmp_path):
+    """A host folder mounted on /data/db that the container's user cannot write (root's, as
+    `mkdir` on the host makes it), then one fixed without -R (a file in it still root's): each
+    time mongodb alone refuses, with one line naming what to fix; the api, the dashboard and the
+    bot run on, saying the database is down, and users write meanwhile. Once the folder is fixed
+    on the host, mongod starts by itself (the sidecar's next try) and every update is answered
+    and stored once. Before, mongod failed over and over with errors about files (the stand-in:
+    "unable to open database file: out of memory")."""
+    data = tmp_path / "data"
+    data.mkdir(mode=0o755)  # root's: the test runs as root
+    (data / "WiredTiger.lock").write_bytes(b"")  # root's too, 0644: left by a mongod run as root
+    stack = start_stack(volumes={str(data): "/data/db"}, BOTSTACK_HEAL_BACKOFF_BASE_S="2")
+
+    def refusal(what: str) -> str:
+        lines = [line for line in stack.logs().splitlines() if line.startswith("mongodb: configuration error: ")]
+        return next((line for line in lines if what in line), "")
+
+    line = wait_until(lambda: refusal("/data/db: not writable by this user"), 60, "mongodb's refusal")
+    assert "it is uid 0, gid 0, mode 755" in line and "chown -R 10001:0" in line, line
+    others = ("api", "web", "bot")
+    running = wait_until(lambda: (p := stack.programs()) and all(p[n]["statename"] == "RUNNING" for n in others) and p,
+                         60, "the api, the dashboard and the bot running")
+    assert http_get(f"{stack.api}/health").status_code == 200 and http_get(f"{stack.web}/health").status_code == 200
+    assert http_get(f"{stack.api}/ready").status_code == 503
+    ids = [remember(emulator, stack.bot_id, n) for n in range(5)]
+
+    os.chown(data, 10001, 0)
+    data.chmod(0o2770)
+    line = wait_until(lambda: refusal("/data/db/WiredTiger.lock is not writable"), 90, "the file still root's named")
+    assert "it is uid 0, gid 0, mode 644" in line, line
+    ids += [remember(emulator, stack.bot_id, n) for n in range(5, 10)]
+
+    fixed = time.monotonic()
+    for path in (data, *data.rglob("*")):
+        os.chown(path, 10001, 0)
+    wait_until(stack.ready, 120, "mongod started once the folder is fixed")
+    ready_s = time.monotonic() - fixed
+    counts = all_answered(emulator, stack.bot_id, ids, 60)
+    notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
+    after = stack.programs()
+    figure(f"data folder root's, then a file in it root's: mongodb refused with one line each time, api, web and bot "
+           f"ran on; fixed on the host: ready {ready_s:.1f} s later, 10 updates written meanwhile all answered, "
+           f"{sum(n - 1 for n in counts.values())} twice")
+    assert set(counts.values()) == {1}, counts
+    assert len(notes) == 10 and set(notes) == {1}, notes
+    assert identities(after, others) == identities(running, others), "restarted for the database's folder"
+    assert "Traceback" not in stack.logs()
 
 
 def test_the_run_dir_is_made_when_hidden_or_refused_with_one_line(docker_client, stack_image, tmp_path):
