@@ -436,12 +436,15 @@ class Sidecar:
 
     def _crash_loop(self, name: str, info: dict, w: Watched, now: float, acting: bool) -> str:
         what = "FATAL (crash loop)"
+        said = self._refusal(name)
         if info["statename"] == "EXITED":
             code = info.get("exitstatus")
             what = f"EXITED with {code}"
-            if code == EX_CONFIG:  # the bot says which setting the Bot API refuses; others log it
-                refused = (self.bot_status() or {}).get("refused") if name == "bot" else None
-                what += f": {refused}" if refused else " (a setting it refuses: its log says which)"
+            if code == EX_CONFIG and not said:  # the bot says which setting the Bot API refuses; others log it
+                said = (self.bot_status() or {}).get("refused") if name == "bot" else None
+                what += "" if said else " (a setting it refuses: its log says which)"
+        if said:
+            what += f": {said}"
         if w.retry_at is None and acting:
             delay = w.backoff.schedule(now)
             w.retry_at = w.backoff.next_at
@@ -462,6 +465,16 @@ class Sidecar:
             self.events.record(Event(self.clock(), name, "fatal", "crash loop: started again after backoff", w.pid, None))
         wait = max(0.0, (w.retry_at or now) - now)
         return f"{name}: {what}, next start attempt in {wait:.0f} s"
+
+    def _refusal(self, name: str) -> str:
+        """The line a program that refused to start left in the run folder, as it said it in its
+        log (services/mongodb/run: a data folder it cannot write): supervisord's FATAL only says
+        "Exited too quickly", and the verdict, the dashboard and the admins' alert should say why."""
+        try:
+            text = self.verdict_path.with_name(f"{name}.refused").read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return text.removeprefix(f"{name}: ")[:600]
 
     def _crash_cycle(self, name: str, w: Watched, now: float) -> str | None:
         """More restarts than the policy tolerates within its window: a crash cycle, however

@@ -104,10 +104,11 @@ def test_a_data_folder_it_cannot_write_stops_only_mongodb_with_one_line_and_lose
     """A host folder mounted on /data/db that the container's user cannot write (root's, as
     `mkdir` on the host makes it), then one fixed without -R (a file in it still root's): each
     time mongodb alone refuses, with one line naming what to fix; the api, the dashboard and the
-    bot run on, saying the database is down, and users write meanwhile. Once the folder is fixed
-    on the host, mongod starts by itself (the sidecar's next try) and every update is answered
-    and stored once. Before, mongod failed over and over with errors about files (the stand-in:
-    "unable to open database file: out of memory")."""
+    bot run on, saying the database is down, and users write meanwhile; the verdict says why
+    mongodb is FATAL. Once the folder is fixed on the host, mongod starts by itself (the
+    sidecar's next try) and every update is answered and stored once. Before, mongod failed over
+    and over with errors about files (the stand-in: "unable to open database file: out of
+    memory")."""
     data = tmp_path / "data"
     data.mkdir(mode=0o755)  # root's: the test runs as root
     (data / "WiredTiger.lock").write_bytes(b"")  # root's too, 0644: left by a mongod run as root
@@ -125,6 +126,9 @@ def test_a_data_folder_it_cannot_write_stops_only_mongodb_with_one_line_and_lose
     assert http_get(f"{stack.api}/health").status_code == 200 and http_get(f"{stack.web}/health").status_code == 200
     assert http_get(f"{stack.api}/ready").status_code == 503
     ids = [remember(emulator, stack.bot_id, n) for n in range(5)]
+    # supervisord gives up ("Exited too quickly"); the verdict says why, as the dashboard and alerts do
+    wait_until(lambda: "mongodb: FATAL (crash loop): configuration error: /data/db: not writable by this user"
+               in stack.health()[1], 60, "the verdict naming the folder")
 
     os.chown(data, 10001, 0)
     data.chmod(0o2770)

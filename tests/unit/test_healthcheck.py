@@ -705,6 +705,23 @@ def test_fatal_program_makes_the_verdict_unhealthy_naming_it(sup, make, clock):
     assert "healthcheck" not in verdict["programs"]
 
 
+def test_a_program_that_refused_to_start_is_fatal_for_the_reason_it_gave(sup, make, clock, tmp_path):
+    """mongodb's start refuses a data folder it cannot write and leaves its line in the run
+    folder (services/mongodb/run): the verdict and the admins' alert say why, not only FATAL."""
+    clock.advance(60)
+    sup.go_fatal("mongodb")
+    said = ("mongodb: configuration error: /data/db: not writable by this user (uid 10001, gid 0; it is uid 0, "
+            "gid 0, mode 755): on the host, give the folder mounted there to uid 10001 and group 0")
+    (tmp_path / "mongodb.refused").write_text(said + "\n")
+    sent = Sent()
+
+    verdict = make(healthy_probes(), backoff_base_s=10.0, alerts=Alerts(sent, clock=clock.monotonic)).tick()
+
+    assert verdict["reasons"] == [f"mongodb: FATAL (crash loop): {said.removeprefix('mongodb: ')}, "
+                                  "next start attempt in 10 s"]
+    assert said.removeprefix("mongodb: ") in wait_sent(sent, 1)[0]
+
+
 def test_a_crash_looping_program_stays_unhealthy_while_an_attempt_starts(sup, make, clock):
     clock.advance(60)
     sup.go_fatal("web")
