@@ -6,12 +6,18 @@ port 27017), or BOTSTACK_MONGODB_LOCAL says so. With an external database (Atlas
 set, the way to scale out) the `mongodb` program is not started, and the health sidecar neither
 probes nor restarts it: an outage there is a dependency down (degraded), not a program to heal.
 The `app` target has no mongod at all; pointed at the local one it refuses with one line.
+
+Started as root (Railway mounts a volume as root's and asks non-root images to set
+RAILWAY_RUN_UID=0; `docker run --user 0`), it gives the image's writable folders to the image's
+user and becomes that user before supervisord starts: no program runs as root, and mongod can
+write the volume.
 """
 
 from __future__ import annotations
 
 import configparser
 import os
+import pwd
 import shutil
 import sys
 
@@ -19,6 +25,9 @@ EX_CONFIG = 78  # services.common.settings.EX_CONFIG, without importing it (see 
 
 PROGRAM = "botstack"
 CONFIG = "/app/supervisord.conf"
+IMAGE_USER = "botstack"  # uid 10001, the Dockerfile's; its folders are group 0's too
+DATA_DIRS = ("/data/db",)  # mongod's --dbpath (services/mongodb/supervisor.conf)
+GIVEN_UNDER = ("/data/", "/run/")  # the only places whose owner a start as root changes
 
 
 DATABASE_SETTINGS = {"MONGODB_URI", "BOTSTACK_MONGODB_LOCAL"}
@@ -48,6 +57,8 @@ def main() -> None:
         raise SystemExit(EX_CONFIG)
     os.environ["BOTSTACK_MONGOD_AUTOSTART"] = "true" if local else "false"
     control = control_socket(CONFIG)
+    if os.getuid() == 0:
+        become_image_user(control)
     make_run_dirs(control)  # supervisord starts its programs at once: healthcheck/wakeup.py
     os.execvp("supervisord", ["supervisord", "-c", CONFIG])
 
@@ -57,6 +68,47 @@ def control_socket(config: str) -> str:
     parser = configparser.RawConfigParser(inline_comment_prefixes=(";",))
     parser.read(config)
     return parser.get("unix_http_server", "file", fallback="")
+
+
+def writable_dirs(control: str) -> list[str]:
+    """The folders the programs write: the data, the backups, the run folder and the control socket's."""
+    return [*DATA_DIRS, os.environ.get("BOTSTACK_BACKUP_DIR") or "/data/backups",
+            os.environ.get("BOTSTACK_RUN_DIR") or "/run/botstack", os.path.dirname(control)]
+
+
+def become_image_user(control: str) -> None:
+    """Give the folders the programs write, and what is in them, to the image's user (group 0,
+    as the image has them), then drop root for good. Only what another user owns is changed,
+    links are not followed, and a folder that cannot be changed (a read-only mount) is left for
+    the checks that follow to name."""
+    user = pwd.getpwnam(IMAGE_USER)
+    for top in dict.fromkeys(filter(None, writable_dirs(control))):
+        if not os.path.realpath(top).startswith(GIVEN_UNDER):  # never /app's code, never / by a typo
+            continue
+        try:
+            os.makedirs(top, mode=0o2770, exist_ok=True)
+        except OSError:
+            continue
+        give(top, user.pw_uid)
+        for folder, dirs, files in os.walk(top):
+            for name in dirs + files:
+                give(os.path.join(folder, name), user.pw_uid)
+    for fd in (1, 2):  # Docker's pipes are root's, mode 0600: supervisord reopens them as /dev/stdout
+        try:
+            os.fchown(fd, user.pw_uid, -1)
+        except OSError:
+            pass
+    os.setgroups(os.getgrouplist(IMAGE_USER, user.pw_gid))
+    os.setgid(user.pw_gid)
+    os.setuid(user.pw_uid)
+
+
+def give(path: str, uid: int) -> None:
+    try:
+        if os.lstat(path).st_uid != uid:
+            os.chown(path, uid, 0, follow_symlinks=False)
+    except OSError:
+        pass
 
 
 def make_run_dirs(control: str) -> None:
