@@ -14,6 +14,7 @@ Only the standard library: supervisord's guardian and the sidecar read these.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -39,8 +40,12 @@ def beat(path: Path) -> None:
     if _mine is None or _mine[0] != pid:
         _mine = (pid, process_life(pid) or f"{pid}:unknown")
     fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o640)
+    # Truncated to the millisecond, never rounded up: a beat read at once must not lie in the
+    # future (an age below 0 means "from before a reboot", and the watchdog killed a healthy
+    # sidecar for a beat 0.4 ms ahead: "no heartbeat for -0 s", CI of ce5bb99).
+    at = math.floor(time.monotonic() * 1000) / 1000
     try:
-        os.pwrite(fd, f"{_mine[1]:>24} {time.monotonic():>20.3f}\n".encode(), 0)
+        os.pwrite(fd, f"{_mine[1]:>24} {at:>20.3f}\n".encode(), 0)
     finally:
         os.close(fd)
 

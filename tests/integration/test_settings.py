@@ -158,22 +158,26 @@ def test_started_as_root_it_gives_the_volume_to_its_user_and_runs_nothing_as_roo
     (RAILWAY_RUN_UID=0); `docker run --user 0` does the same. A root-owned host folder, with a
     file a mongod run as root left, mounted on /data/db, the container started as root: the
     entry point gives the folder and the file to the image's user, becomes that user, and every
-    program, supervisord included, runs as it; users' updates are answered and stored once."""
+    program, supervisord included, runs as it; the bot killed while users write comes back as
+    that user, and every update is answered and stored once."""
     data = tmp_path / "data"
     data.mkdir(mode=0o755)  # root's: the test runs as root
     (data / "WiredTiger.lock").write_bytes(b"")
     stack = start_stack(user="0:0", volumes={str(data): "/data/db"})
     stack.wait_healthy()
-    pids = {name: p["pid"] for name, p in stack.programs().items()} | {"supervisord": 1}
-    owners = {name: stack.exec(["stat", "-c", "%u", f"/proc/{pid}"])[1].strip() for name, pid in pids.items()}
     ids = [remember(emulator, stack.bot_id, n) for n in range(5)]
+    killed = stack.bot_pid()
+    stack.signal(killed, "KILL")
+    ids += [remember(emulator, stack.bot_id, n) for n in range(5, 10)]
     counts = all_answered(emulator, stack.bot_id, ids, 60)
     notes = stack.db("[len(d.get('notes', [])) for d in db.user_contexts.find({'_id': {'$gte': 7500000}})]")
-    figure(f"started as root with a root-owned data folder: every program as uid {set(owners.values())}, "
-           f"5 updates all answered, {sum(n - 1 for n in counts.values())} twice")
-    assert set(owners.values()) == {"10001"}, owners
+    pids = {name: p["pid"] for name, p in stack.programs().items()} | {"supervisord": 1}
+    owners = {name: stack.exec(["stat", "-c", "%u", f"/proc/{pid}"])[1].strip() for name, pid in pids.items()}
+    figure(f"started as root with a root-owned data folder: every program as uid {set(owners.values())}; the bot "
+           f"killed among 10 /remember: all answered, {sum(n - 1 for n in counts.values())} twice")
+    assert pids["bot"] != killed and set(owners.values()) == {"10001"}, owners
     assert {os.stat(path).st_uid for path in (data, data / "WiredTiger.lock")} == {10001}
-    assert len(notes) == 5 and set(notes) == {1}, notes
+    assert len(notes) == 10 and set(notes) == {1}, notes
     assert stack.exec(["stat", "-c", "%u %a", "/run/botstack/supervisor.sock"])[1].split() == ["10001", "700"]
 
 

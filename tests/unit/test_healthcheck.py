@@ -1635,6 +1635,22 @@ def test_the_watchdogs_start_grace_is_counted_from_when_it_saw_the_sidecar(tmp_p
     assert sidecar.signals == [signal.SIGKILL], "never beat, never killed"
 
 
+def test_a_beat_read_at_once_is_fresh_not_from_the_future(tmp_path, monkeypatch):
+    """The watchdog reads the sidecar's beat in the same millisecond it was written: its age is
+    0, not below 0 (which means "from before a reboot" and got a healthy sidecar killed when
+    the time written was rounded up: "no heartbeat for -0 s")."""
+    from supervisor.states import ProcessStates
+
+    from healthcheck.guardian import check
+    from services.common import heartbeat
+
+    monkeypatch.setattr(time, "monotonic", lambda: 1000.0009)
+    path = tmp_path / "hb"
+    heartbeat.beat(path)
+    assert 0 <= heartbeat.last_beat(path)[1] < 0.001, path.read_text()
+    assert check(SidecarProcess(ProcessStates.RUNNING, START), path, START, 600) is None
+
+
 def test_a_clock_step_neither_stales_nor_freshens_a_heartbeat(tmp_path, monkeypatch):
     """The wall clock stepped an hour either way (NTP correcting a drifted machine): a heartbeat
     written a second ago stays fresh, one written a minute ago stays stale, for the watchdog, the
