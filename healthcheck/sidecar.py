@@ -91,7 +91,7 @@ class Watched:
     answered: bool = False  # since its last start: its start grace is over
     detail: str = ""
     latency_s: float | None = None
-    started: float | None = None  # when this pid started, on the monotonic clock (Sidecar._start_of)
+    started: float | None = None  # when this pid started, on the monotonic clock (Sidecar._on_monotonic)
     next_probe: float = 0.0
     retry_at: float | None = None
     healing: bool = False
@@ -281,14 +281,15 @@ class Sidecar:
         if pid:
             if pid != w.pid or w.started is None:
                 w.answered = False
-                w.started = self._start_of(info, now)
+                w.started = self._on_monotonic(info.get("start") or 0, now)
             w.pid = pid
             w.healing = False
 
-    def _start_of(self, info: dict, now: float) -> float:
-        """When supervisord started the program (its wall clock), on the monotonic clock: the
-        sidecar sees a new pid within a pass, so a later clock step leaves this alone."""
-        return now - max(0.0, self.clock() - (info.get("start") or 0))
+    def _on_monotonic(self, wall: float, now: float) -> float:
+        """A time another process took from the wall clock (supervisord's start of a pid, the
+        bot's "failing since"), on the monotonic clock: taken when first seen, within a pass,
+        so a later clock step leaves it alone."""
+        return now - max(0.0, self.clock() - wall)
 
     def _note_oom_kills(self, now: float) -> None:
         """supervisord sees a SIGKILL; only the container's cgroup knows it was the kernel's, for memory."""
@@ -561,7 +562,7 @@ class Sidecar:
             self._api_failing = None
             return None
         if self._api_failing is None or self._api_failing[0] != wall:
-            self._api_failing = (wall, now - max(0.0, self.clock() - wall))
+            self._api_failing = (wall, self._on_monotonic(wall, now))
         return self._api_failing[1]
 
     def _api_flaky(self, now: float) -> str | None:
