@@ -5,7 +5,9 @@ a limit of its own; uvicorn bounds only the headers. A check of Content-Length a
 chunked body, which has none. So this ASGI middleware refuses a declared length over the limit
 before reading anything, and counts a streamed body as it comes, answering 413 the moment it
 passes the limit; the handler's read ends there, and whatever the app then answers is replaced
-by the 413. The connection is closed after it, so the client stops sending.
+by the 413. The connection is closed after it, so the client stops sending. A client that goes
+away before its body is whole (or is cut off by request_deadline.py) ends the request quietly:
+there is nobody to answer.
 
 Used by the API (BOTSTACK_API_MAX_BODY_BYTES, your routes included), the dashboard (its forms)
 and the bot's own webhook receiver.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 TELEGRAM_UPDATE_MAX_BYTES = 1 << 20  # a webhook call carries one update, far smaller than this
@@ -69,6 +72,8 @@ class BodyLimit:
                 raise
             answered = True
             await self._refuse(send)
+        except ClientDisconnect:  # gone (or cut off: request_deadline.py) before its body was whole:
+            pass  # nobody to answer, and not the app's error (uvicorn logged each as a traceback)
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps({"detail": f"request body too large: at most {self.max_bytes} bytes"}).encode()

@@ -7,6 +7,7 @@ import uvicorn
 from services.common import oom
 from services.common.logs import setup_logging
 from services.common.reloading import require_reloader, watched
+from services.common.request_deadline import with_request_deadline
 from services.common.settings import Settings
 
 
@@ -29,5 +30,7 @@ def serve(app_path: str, program: str, port: int, settings: Settings) -> None:
         access_log=settings.access_log,
         timeout_graceful_shutdown=settings.graceful_timeout,
         proxy_headers=True,
+        # uvicorn times no request's arrival: a client sending nothing, or a byte at a time, held a connection.
+        http=with_request_deadline(settings.request_timeout),
         server_header=False,
     )

@@ -19,12 +19,13 @@ START_TIMEOUT_S = 10.0
 
 
 @contextmanager
-def serve_in_thread(app, host: str = "127.0.0.1") -> Iterator[str]:
-    """Yields the base URL, e.g. "http://127.0.0.1:43817"; stops the server on exit."""
+def serve_in_thread(app, host: str = "127.0.0.1", **more) -> Iterator[str]:
+    """Yields the base URL, e.g. "http://127.0.0.1:43817"; stops the server on exit. `more`:
+    more of uvicorn.Config's settings."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2)
+    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=2, **more)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="asgi-in-thread", daemon=True)
     thread.start()

@@ -1,0 +1,92 @@
+"""A deadline for receiving a request: a client must send a whole request, head and body,
+within BOTSTACK_REQUEST_TIMEOUT seconds of connecting (or of the answer to its previous request
+on the connection); one that does not gets 408 and the connection is closed.
+
+uvicorn has no such timeout. Its keep-alive timer covers only the idle time between requests
+and is disarmed by the first byte of the next one, and a connection that never sends a byte is
+not timed at all: measured, a client that sent nothing, or half a request head, was still
+connected 30 s later, and stays for as long as it likes. A few hundred such clients (slowloris)
+hold as many sockets and buffers; at the usual limit of 1024 open files the API then accepts
+nobody. bodylimit.py bounds a body's size; this bounds how long a request may take to arrive.
+
+Only the arrival is timed: once the request is whole, the app takes as long as it needs to
+answer, and the deadline starts again when the answer is complete. A connection upgraded to a
+WebSocket is no longer timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+log = logging.getLogger("botstack.http")
+
+TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+LOG_EVERY_S = 60.0  # under a flood of slow clients, one line a minute with the count, not one each
+
+
+def with_request_deadline(seconds: float, base: type[asyncio.Protocol] = AutoHTTPProtocol) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol (httptools, or h11 without it) with the deadline: uvicorn's `http=`."""
+    tally = _CutOffs(seconds)
+
+    class RequestDeadline(base):  # type: ignore[misc, valid-type]
+        _deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm()  # the next request on this connection has as long again
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            if not self.transport.is_closing():
+                self._deadline = self.loop.call_later(seconds, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            if self.transport.is_closing() or self.transport.get_protocol() is not self:
+                return  # closed already, or upgraded to a WebSocket
+            cycle = self.cycle
+            if cycle is not None and not cycle.more_body and not cycle.response_complete:
+                return  # the whole request is here and the app is answering it
+            if cycle is None or cycle.response_complete or not cycle.response_started:
+                self.transport.write(TIMED_OUT)
+            self.transport.close()
+            tally.add(self.client)
+
+    return RequestDeadline
+
+
+class _CutOffs:
+    """Counts the connections cut off, and says so at most once a minute."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.since_said = 0
+        self.say_after = 0.0
+
+    def add(self, client: tuple[str, int] | None) -> None:
+        self.since_said += 1
+        now = time.monotonic()
+        if now < self.say_after:
+            return
+        log.warning("closed %d connection(s) that sent no whole request within %g s (408; the last from %s): "
+                    "slow or idle clients; BOTSTACK_REQUEST_TIMEOUT sets the time",
+                    self.since_said, self.seconds, "%s:%d" % client if client else "a unix socket")
+        self.since_said = 0
+        self.say_after = now + LOG_EVERY_S
