@@ -10,7 +10,8 @@ The `app` target has no mongod at all; pointed at the local one it refuses with 
 Started as root (Railway mounts a volume as root's and asks non-root images to set
 RAILWAY_RUN_UID=0; `docker run --user 0`), it gives the image's writable folders to the image's
 user and becomes that user before supervisord starts: no program runs as root, and mongod can
-write the volume.
+write the volume. It raises the soft limit of open files to the hard one (at most 65536)
+for every program: Docker 25 and later give a container 1024.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import configparser
 import os
 import pwd
+import resource
 import shutil
 import sys
 
@@ -28,6 +30,7 @@ CONFIG = "/app/supervisord.conf"
 IMAGE_USER = "botstack"  # uid 10001, the Dockerfile's; its folders are group 0's too
 DATA_DIRS = ("/data/db",)  # mongod's --dbpath (services/mongodb/supervisor.conf)
 GIVEN_UNDER = ("/data/", "/run/")  # the only places whose owner a start as root changes
+OPEN_FILES = 65536  # MongoDB's production notes ask for at least 64000
 
 
 DATABASE_SETTINGS = {"MONGODB_URI", "BOTSTACK_MONGODB_LOCAL"}
@@ -60,6 +63,7 @@ def main() -> None:
     if os.getuid() == 0:
         become_image_user(control)
     make_run_dirs(control)  # supervisord starts its programs at once: healthcheck/wakeup.py
+    raise_open_files_limit()
     os.execvp("supervisord", ["supervisord", "-c", CONFIG])
 
 
@@ -101,6 +105,18 @@ def become_image_user(control: str) -> None:
     os.setgroups(os.getgrouplist(IMAGE_USER, user.pw_gid))
     os.setgid(user.pw_gid)
     os.setuid(user.pw_uid)
+
+
+def raise_open_files_limit() -> None:
+    """Docker 25 and later (under systemd) start a container with the usual limit of 1024 open files
+    (soft; the hard limit is 524288): mongod needs a file for every collection and index and a
+    socket for every client, the API and the dashboard a socket for every client, and at 1024
+    they fail with "Too many open files". Any process may raise its soft limit up to its hard
+    one, and every program supervisord starts inherits it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(hard, OPEN_FILES)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
 def give(path: str, uid: int) -> None:

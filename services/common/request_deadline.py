@@ -17,8 +17,10 @@ WebSocket is no longer timed.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from typing import Callable
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -28,65 +30,76 @@ TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: c
 LOG_EVERY_S = 60.0  # under a flood of slow clients, one line a minute with the count, not one each
 
 
-def with_request_deadline(seconds: float, base: type[asyncio.Protocol] = AutoHTTPProtocol) -> type[asyncio.Protocol]:
-    """uvicorn's HTTP protocol (httptools, or h11 without it) with the deadline: uvicorn's `http=`."""
-    tally = _CutOffs(seconds)
+class Deadline:
+    """Mixed into one of uvicorn's HTTP protocol classes (RequestDeadline below)."""
 
-    class RequestDeadline(base):  # type: ignore[misc, valid-type]
-        _deadline: asyncio.TimerHandle | None = None
+    def __init__(self, *args, request_deadline_s: float, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._deadline_s = request_deadline_s
+        self._deadline: asyncio.TimerHandle | None = None
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._arm()
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm()
 
-        def on_response_complete(self) -> None:
-            super().on_response_complete()
-            self._arm()  # the next request on this connection has as long again
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm()  # the next request on this connection has as long again
 
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
 
-        def _arm(self) -> None:
-            self._disarm()
-            if not self.transport.is_closing():
-                self._deadline = self.loop.call_later(seconds, self._expired)
+    def _arm(self) -> None:
+        self._disarm()
+        if not self.transport.is_closing():
+            self._deadline = self.loop.call_later(self._deadline_s, self._expired)
 
-        def _disarm(self) -> None:
-            if self._deadline is not None:
-                self._deadline.cancel()
-                self._deadline = None
-
-        def _expired(self) -> None:
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
             self._deadline = None
-            if self.transport.is_closing() or self.transport.get_protocol() is not self:
-                return  # closed already, or upgraded to a WebSocket
-            cycle = self.cycle
-            if cycle is not None and not cycle.more_body and not cycle.response_complete:
-                return  # the whole request is here and the app is answering it
-            if cycle is None or cycle.response_complete or not cycle.response_started:
-                self.transport.write(TIMED_OUT)
-            self.transport.close()
-            tally.add(self.client)
 
-    return RequestDeadline
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or self.transport.get_protocol() is not self:
+            return  # closed already, or upgraded to a WebSocket
+        cycle = self.cycle
+        if cycle is not None and not cycle.more_body and not cycle.response_complete:
+            return  # the whole request is here and the app is answering it
+        if cycle is None or cycle.response_complete or not cycle.response_started:
+            self.transport.write(TIMED_OUT)
+        self.transport.close()
+        _cut_offs.add(self.client, self._deadline_s)
+
+
+class RequestDeadline(Deadline, AutoHTTPProtocol):  # type: ignore[misc, valid-type]
+    """uvicorn's HTTP protocol (httptools, or h11 without it) with the deadline."""
+
+
+def with_request_deadline(seconds: float, protocol: type[Deadline] = RequestDeadline) -> Callable[..., asyncio.Protocol]:
+    """What uvicorn's `http=` takes. A partial of a class of this module, not a class made here:
+    development mode's reloader pickles it for the server's process."""
+    return functools.partial(protocol, request_deadline_s=seconds)
 
 
 class _CutOffs:
     """Counts the connections cut off, and says so at most once a minute."""
 
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    def __init__(self) -> None:
         self.since_said = 0
         self.say_after = 0.0
 
-    def add(self, client: tuple[str, int] | None) -> None:
+    def add(self, client: tuple[str, int] | None, seconds: float) -> None:
         self.since_said += 1
         now = time.monotonic()
         if now < self.say_after:
             return
         log.warning("closed %d connection(s) that sent no whole request within %g s (408; the last from %s): "
                     "slow or idle clients; BOTSTACK_REQUEST_TIMEOUT sets the time",
-                    self.since_said, self.seconds, "%s:%d" % client if client else "a unix socket")
+                    self.since_said, seconds, "%s:%d" % client if client else "a unix socket")
         self.since_said = 0
         self.say_after = now + LOG_EVERY_S
+
+
+_cut_offs = _CutOffs()

@@ -29,6 +29,7 @@ from typing import Callable, Iterator
 
 import docker
 import pytest
+from docker.types import Ulimit
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.image import DockerImage
 from testcontainers.core.network import Network
@@ -215,9 +216,11 @@ def start_stack(stack_image, network, emulator, log_archive, request) -> Iterato
 
     def start(aliases: tuple[str, ...] = (), volumes: dict[str, str] | None = None,
               tmpfs: dict[str, str] | None = None, image: str | None = None, mem_limit: str | None = None,
-              user: str | None = None, **env: str) -> Stack:
+              user: str | None = None, open_files: tuple[int, int] | None = None, **env: str) -> Stack:
         container = _stack_container(image or stack_image, network, bot_token, env)
         kwargs = {"user": user} if user else {}  # another user than the image's, as a platform assigns
+        if open_files:  # (soft, hard), as the host's Docker sets it: 1024, 524288 since Docker 25
+            kwargs["ulimits"] = [Ulimit(name="nofile", soft=open_files[0], hard=open_files[1])]
         if mem_limit:  # the container's memory limit, as a hosting plan sets it (no swap beyond it)
             kwargs |= {"mem_limit": mem_limit, "memswap_limit": mem_limit}
         container.with_kwargs(**kwargs)

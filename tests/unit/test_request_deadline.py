@@ -6,16 +6,17 @@ cut off mid-way ends its request quietly (bodylimit.py), not with a traceback.""
 from __future__ import annotations
 
 import asyncio
+import pickle
 import time
 
 import httpx
 import pytest
 from fastapi import FastAPI, Request
 from uvicorn.protocols.http.h11_impl import H11Protocol
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from services.common import request_deadline
 from services.common.bodylimit import BodyLimit
-from services.common.request_deadline import with_request_deadline
+from services.common.request_deadline import Deadline, RequestDeadline, with_request_deadline
 from services.emulator.inprocess import serve_in_thread
 
 DEADLINE_S = 1.0
@@ -110,9 +111,14 @@ async def scene(base: str) -> tuple[dict[str, list[tuple[float, bytes]]], list[i
     return {kind: await g for kind, g in gathered.items()}, statuses, parts
 
 
-@pytest.mark.parametrize("parser", [HttpToolsProtocol, H11Protocol])  # uvicorn's choice, and its fallback
-def test_slow_clients_are_cut_off_at_the_deadline_while_the_others_are_served(parser, caplog):
-    with serve_in_thread(app(), http=with_request_deadline(DEADLINE_S, parser)) as base:
+class H11Deadline(Deadline, H11Protocol):
+    """uvicorn's fallback when httptools is not installed."""
+
+
+@pytest.mark.parametrize("protocol", [RequestDeadline, H11Deadline])  # httptools (uvicorn's choice here), h11
+def test_slow_clients_are_cut_off_at_the_deadline_while_the_others_are_served(protocol, caplog, monkeypatch):
+    monkeypatch.setattr(request_deadline, "_cut_offs", request_deadline._CutOffs())  # its line, not suppressed
+    with serve_in_thread(app(), http=with_request_deadline(DEADLINE_S, protocol)) as base:
         cut_off, statuses, parts = asyncio.run(scene(base))
         assert httpx.get(base + "/ok").status_code == 200  # and it goes on serving
 
@@ -127,3 +133,10 @@ def test_slow_clients_are_cut_off_at_the_deadline_while_the_others_are_served(pa
     said = [r.getMessage() for r in caplog.records if r.name == "botstack.http"]
     assert len(said) == 1 and "no whole request within 1 s" in said[0], said  # once, not 90 times
     assert not [r for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")]
+
+
+def test_the_protocol_survives_the_reloaders_pickling():
+    """Development mode's reloader pickles uvicorn's settings for the server's process (a class
+    made inside a function crashed the API and the dashboard there, CI)."""
+    made = pickle.loads(pickle.dumps(with_request_deadline(7)))
+    assert made.func is RequestDeadline and made.keywords == {"request_deadline_s": 7}
