@@ -70,7 +70,8 @@ UNREADY_ALERT_S = 15.0
 OOM_ATTRIBUTION_S = 10.0
 # A Bot API that fails now and then between calls that work (a flaky proxy, Telegram failing some
 # calls) never fails UNREADY_ALERT_S in a row: judged by the share of the passes of the last
-# FLAKY_WINDOW_S that saw it failing (at least FLAKY_MIN_S of them seen), told back below FLAKY_OK.
+# FLAKY_WINDOW_S that saw it failing, or a call failed since the pass before (at least FLAKY_MIN_S
+# of them seen), told back below FLAKY_OK.
 FLAKY_WINDOW_S = 60.0
 FLAKY_MIN_S = 30.0
 FLAKY_SHARE = 0.5
@@ -143,6 +144,7 @@ class Sidecar:
     _api_alerted_since: float | None = None  # the Bot API outage the admins were told of
     _api_flaky_told: bool = False  # ...or that it fails too often
     _api_seen: deque = field(default_factory=deque)  # (pass time, failing then) over FLAKY_WINDOW_S
+    _api_failed_at: object = "unseen"  # the bot's api_failed_at at the pass before ("unseen": none yet)
     _api_last_error: str = ""
     _oom_count: int | None = None
     _oom_at: float | None = None  # when the count last grew
@@ -536,8 +538,10 @@ class Sidecar:
             return None  # a bot that is down is the crash watch's business
         since = self._api_failing_since(bot.get("api_failing_since"), now)
         failing = since is not None
+        before, self._api_failed_at = self._api_failed_at, bot.get("api_failed_at")
+        failed_since = before != "unseen" and self._api_failed_at not in (None, before)  # between two passes
         self._api_last_error = bot.get("api_error") or self._api_last_error
-        self._api_seen.append((now, failing))
+        self._api_seen.append((now, failing or failed_since))
         while now - self._api_seen[0][0] > FLAKY_WINDOW_S:
             self._api_seen.popleft()
         if failing and now - since >= UNREADY_ALERT_S:

@@ -129,9 +129,10 @@ async def run() -> int:
     box = Inbox(db[inbox.COLLECTION], settings.bot_id, status.instance,
                 claim_ttl_s=settings.inbox_claim_ttl_s, max_attempts=settings.inbox_max_attempts,
                 retry_base_s=settings.inbox_retry_base_s, retention_s=settings.inbox_retention_h * 3600,
-                window=settings.inbox_concurrency * 4)
+                window=settings.inbox_concurrency * 4, api_answered_at=lambda: limiter.answered_at)
+    limiter = FloodSafeLimiter(settings, status, on_back=box.due_now)
     app = (ApplicationBuilder().token(token).base_url(settings.telegram_api_base_url).updater(None)
-           .rate_limiter(FloodSafeLimiter(settings, status, on_back=box.due_now))
+           .rate_limiter(limiter)
            .concurrent_updates(InboxUpdateProcessor(box, settings.inbox_concurrency))
            .build())
     app.bot_data["instance"] = status.instance

@@ -59,7 +59,7 @@ class FloodSafeLimiter(AIORateLimiter):
         self._chats: dict[int, AsyncLimiter] = {}
         self._status = status
         self._on_back = on_back
-        self._answered_at = 0.0  # monotonic: when a call was last answered
+        self.answered_at = 0.0  # monotonic: when a call was last answered (the inbox reads it too)
 
     def _chat_limiter(self, chat_id: int) -> AsyncLimiter:
         limiter = self._chats.get(chat_id)
@@ -77,10 +77,12 @@ class FloodSafeLimiter(AIORateLimiter):
         try:
             result = await self._paced_request(callback, args, kwargs, endpoint, data, rate_limit_args)
         except NetworkError as exc:  # a 429 (RetryAfter) is flood control, not Telegram out of reach
-            if self._status is not None and out_of_reach(exc) and started > self._answered_at:
-                self._status.api_failed(endpoint, exc)
+            if self._status is not None and out_of_reach(exc):
+                self._status.api_call_failed()
+                if started > self.answered_at:
+                    self._status.api_failed(endpoint, exc)
             raise
-        self._answered_at = time.monotonic()
+        self.answered_at = time.monotonic()
         if self._status is not None and self._status.api_answered() and self._on_back is not None:
             try:
                 await self._on_back()

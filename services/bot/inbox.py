@@ -48,7 +48,7 @@ import time
 import uuid
 from collections import defaultdict
 from datetime import datetime, timedelta, timezone
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 from pymongo import ASCENDING, ReturnDocument, WriteConcern
 from pymongo.asynchronous.collection import AsyncCollection
@@ -111,7 +111,8 @@ def out_of_reach(error: BaseException) -> bool:
 
 class Inbox:
     def __init__(self, collection: AsyncCollection, bot_id: str, instance: str, *, claim_ttl_s: float,
-                 max_attempts: int, retry_base_s: float, retention_s: float, window: int) -> None:
+                 max_attempts: int, retry_base_s: float, retention_s: float, window: int,
+                 api_answered_at: Callable[[], float] = lambda: 0.0) -> None:
         self.collection = collection
         self.durable = collection.with_options(write_concern=WriteConcern(w=1, j=True))
         self.tickets = collection.database[TICKETS]
@@ -126,8 +127,8 @@ class Inbox:
         self.retention_s = retention_s
         self.window = window
         self.app: Application | None = None
-        # update_id -> (claim token, suspect, how often the Bot API had answered again when it was claimed)
-        self.in_flight: dict[int, tuple[str, bool, int]] = {}
+        # update_id -> (claim token, suspect, when it was taken: monotonic)
+        self.in_flight: dict[int, tuple[str, bool, float]] = {}
         self._errors: dict[int, BaseException] = {}
         self._done: list[str] = []
         self._records: dict[int, list[tuple[str, dict]]] = {}  # update_id -> its handlers' record() calls
@@ -144,7 +145,11 @@ class Inbox:
         self._last_cleanup = 0.0
         self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so
         self._outage_told_at: float | None = None
-        self._answered_again = 0  # outages the Bot API came back from (due_now calls)
+        # When the Bot API last came back from an outage (due_now), and when it last answered any
+        # call (the rate limiter's, flood.py); monotonic. A reply failing after either, since its
+        # update was taken, failed in an outage that is over, or in a flaky spell: not one that goes on.
+        self._back_at = 0.0
+        self.api_answered_at = api_answered_at
         self._suspects_maybe = True  # False once a look found none; looked for again every RECOVER_EVERY_S
         self.stopping = False  # set on SIGTERM: what has not started yet is handed back, not run
         # Set when a handler's Bot API call was refused for the token (revoked while running): the
@@ -310,7 +315,7 @@ class Inbox:
             if suspect:
                 log.warning("update %s is handled again on its own: a bot process died while handling it "
                             "(%d of %d times)", doc["update_id"], doc.get("abandoned", 0), self.max_attempts)
-            self.in_flight[doc["update_id"]] = (token, suspect, self._answered_again)
+            self.in_flight[doc["update_id"]] = (token, suspect, time.monotonic())
             await self.app.update_queue.put(update)
             count += 1
         return count
@@ -369,7 +374,7 @@ class Inbox:
             {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": now}},
             {"$set": {"next_at": now}})
         self._outage_told_at, self._outage_waits = None, 0  # the next outage is told at once
-        self._answered_again += 1
+        self._back_at = time.monotonic()
         if result.modified_count:
             self._wake.set()
             log.info("the Bot API answers again: %d update(s) that waited for it are due now", result.modified_count)
@@ -468,7 +473,7 @@ class Inbox:
         self._writes.extend(self._records.pop(update.update_id, ()))
         if taken is None:
             return  # not from the inbox (never happens in production)
-        token, suspect, answered_again = taken
+        token, suspect, taken_at = taken
         doc_id = self.key(update.update_id)
         self._suspects_maybe = self._suspects_maybe or suspect
         self._wake.set()
@@ -483,7 +488,12 @@ class Inbox:
         # Its reply failed in the outage the Bot API has come back from since (the 502 was on its
         # way as another call went through): not a new outage to tell, and due at once, not after
         # a backoff grown in the old one (due_now has passed it by: it was still claimed).
-        straggler = outage and answered_again != self._answered_again
+        came_back = outage and self._back_at > taken_at
+        # Or it failed while the Bot API answered other calls (a flaky proxy), so the rate limiter
+        # saw no outage and calls no due_now: tried again after the first step of the backoff, not
+        # one grown over its earlier failures (such an update waited 128 s with the API answering,
+        # CI), nor at once (replies retried at once would hammer the proxy).
+        flaky = outage and not came_back and self.api_answered_at() > taken_at
         counter, limit = ("outages", OUTAGE_MAX) if outage else ("attempts", self.max_attempts)
         try:  # taking turns with renewals (as done marks do): a renewal written over this would undo it
             now = await self.clock.now()  # before the lock: a reading of the clock may be a round trip
@@ -498,10 +508,11 @@ class Inbox:
                     why_parked = " with the Bot API out of reach" if outage else ""
                     await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
                     return
-                delay = 0.0 if straggler else min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16))
-                if straggler:
-                    log.debug("update %s failed as the Bot API came back (%s): due again now", update.update_id,
-                              describe(error))
+                delay = (0.0 if came_back else self.retry_base_s if flaky
+                         else min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16)))
+                if came_back or flaky:
+                    log.debug("update %s failed while the Bot API answers other calls (%s): again in %.0f s",
+                              update.update_id, describe(error), delay)
                 elif outage:
                     self._tell_outage_wait(update.update_id, error, delay)
                 else:

@@ -26,6 +26,11 @@ class BotStatus:
     # the bot runs and beats, so only this tells the sidecar that nothing reaches Telegram.
     api_failing_since: float | None = None
     api_error: str = ""
+    # When a Bot API call last failed so, outage or not (at most one write a second): a flaky
+    # proxy's failures fall between calls that work and clear api_failing_since at once, so the
+    # sidecar's look once a second missed most of them (and judged a proxy failing two calls in
+    # three fine, twice in 90 s, CI). It counts the seconds that saw a failure instead.
+    api_failed_at: float | None = None
     since: float = field(default_factory=time.time)
 
     def set(self, **changes) -> None:
@@ -43,6 +48,12 @@ class BotStatus:
             self.set(api_failing_since=time.time(), api_error=error)
         elif error != self.api_error:
             self.set(api_error=error)
+
+    def api_call_failed(self) -> None:
+        """A Bot API call failed for reasons of its own or the network's (see api_failed_at)."""
+        now = time.time()
+        if self.api_failed_at is None or not 0 <= now - self.api_failed_at < 1.0:
+            self.set(api_failed_at=now)
 
     def api_answered(self) -> bool:
         """True when this ends an outage."""

@@ -668,6 +668,34 @@ def test_a_bot_api_that_fails_often_but_never_long_is_degraded_and_told(sup, mak
     assert sup.actions() == []
 
 
+def test_a_bot_api_whose_failures_fall_between_the_checks_is_told_flaky(sup, make, clock):
+    """A flaky proxy under load: calls fail all the time, but one that works comes after each
+    failure before the sidecar looks, so it never sees the bot's outage mark (two calls in three
+    failing, CI: judged fine for 90 s). The bot's time of its last failed call, changed since
+    the pass before, counts that pass as failing."""
+    clock.advance(60)
+    passes, flaky = [0], [True]
+
+    def bot_status() -> dict:
+        passes[0] += 1
+        failed_at = 1_000_000.0 + (passes[0] if flaky[0] else 0)
+        return {"role": "active", "api_failing_since": None, "api_error": "", "api_failed_at": failed_at}
+
+    sent = Sent()
+    sidecar = make(healthy_probes(), alerts=Alerts(sent, group_s=300, clock=clock.monotonic), bot_status=bot_status)
+    assert run_for(sidecar, 20.0)["status"] == "healthy", "not judged on less than 30 s"
+    verdict = run_for(sidecar, 20.0)
+    assert verdict["status"] == "degraded", verdict
+    [reason] = verdict["reasons"]
+    assert re.fullmatch(r"bot: the Bot API failed at \d+ of the last \d+ checks, \d+ s \(no answer\)", reason), reason
+    flaky[0] = False  # its last failure stays where it was: not a new one
+    assert run_for(sidecar, 70.0)["status"] == "healthy"
+    told = wait_sent(sent, 2)
+    assert told[0].startswith("botstack: bot: the Bot API failed at ") and \
+        told[1] == "botstack: the Bot API answers the bot steadily again", told
+    assert sup.actions() == []
+
+
 def test_readiness_is_not_asked_while_the_program_is_not_running(sup, make, clock):
     clock.advance(60)
     sup.go_fatal("api")

@@ -5,6 +5,7 @@ not hold its update forever, and what handlers record goes in with the done mark
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta, timezone
 from types import SimpleNamespace
@@ -200,6 +201,12 @@ def outage_lines(caplog) -> list[str]:
     return [r.getMessage() for r in caplog.records if "the Bot API is out of reach" in r.getMessage()]
 
 
+def answered(inbox: Inbox) -> None:
+    """The Bot API answered another call, as the rate limiter records it (flood.py)."""
+    at = time.monotonic()
+    inbox.api_answered_at = lambda: at
+
+
 async def failed_out_of_reach(inbox: Inbox, update: Update) -> None:
     """Its reply failed with a 502: the Bot API out of reach."""
     inbox.note_error(update, NetworkError("Bad Gateway"))
@@ -256,6 +263,37 @@ def test_a_reply_that_fails_as_the_bot_api_comes_back_is_due_at_once_and_not_tol
     assert late["outages"] == 1 and late.get("attempts", 0) == 0
     assert late["next_at"] <= datetime.now(timezone.utc), f"it waits a backoff until {late['next_at']}"
     assert seen["due"] == [1, 2] and len(seen["told"]) == 2, seen["told"]
+
+
+def test_a_reply_that_fails_while_other_calls_are_answered_is_due_at_once(ferretdb, caplog):
+    """A flaky proxy: a reply fails while other calls go through. The Bot API never counted as
+    out of reach (the rate limiter saw a later call answered), so no due_now ends an outage:
+    the update must not wait out a backoff grown over its earlier failures (128 s, seen in CI)
+    while the Bot API answers: the first step (1 s) instead, uncharged and untold. A reply
+    taken after the last answer, failing, is an outage: told, and its backoff grows."""
+    _, port = ferretdb
+
+    async def run() -> dict:
+        async with clients(port) as [client]:
+            inbox = dispatcher(client, "replica-0")
+            [flaky] = (await stored_and_claimed(inbox, (1,))).values()
+            await client.botstack[COLLECTION].update_one({"update_id": 1}, {"$set": {"outages": 7}})  # grown
+            answered(inbox)  # another reply went through meanwhile
+            await failed_out_of_reach(inbox, flaky)
+            doc = await client.botstack[COLLECTION].find_one({"update_id": 1})
+            told = outage_lines(caplog)
+            await client.botstack[COLLECTION].update_one({"update_id": 1}, {"$set": {"next_at": doc["received_at"]}})
+            [again] = (await stored_and_claimed(inbox, ())).values()
+            await failed_out_of_reach(inbox, again)  # taken after the last answer: an outage
+            return {"doc": doc, "flaky_told": told, "told": outage_lines(caplog),
+                    "then": await client.botstack[COLLECTION].find_one({"update_id": 1})}
+
+    seen = asyncio.run(run())
+    assert seen["doc"]["outages"] == 8 and seen["doc"].get("attempts", 0) == 0
+    assert seen["doc"]["next_at"] <= datetime.now(timezone.utc) + timedelta(seconds=1), seen["doc"]["next_at"]
+    assert seen["flaky_told"] == [], seen["flaky_told"]
+    assert len(seen["told"]) == 1 and "update 1 again in 256 s" in seen["told"][0], seen["told"]
+    assert seen["then"]["next_at"] > datetime.now(timezone.utc) + timedelta(seconds=200)
 
 
 def test_a_replica_whose_clock_runs_ahead_leaves_live_claims_alone(ferretdb, monkeypatch):
