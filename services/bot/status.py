@@ -26,10 +26,10 @@ class BotStatus:
     # the bot runs and beats, so only this tells the sidecar that nothing reaches Telegram.
     api_failing_since: float | None = None
     api_error: str = ""
-    # When a Bot API call last failed so, outage or not (at most one write a second): a flaky
-    # proxy's failures fall between calls that work and clear api_failing_since at once, so the
-    # sidecar's look once a second missed most of them (and judged a proxy failing two calls in
-    # three fine, twice in 90 s, CI). It counts the seconds that saw a failure instead.
+    # When a Bot API call last failed so, outage or not (written at most once a second): a flaky
+    # proxy's failures fall between calls that work, which clear api_failing_since at once, so
+    # the sidecar's look once a second missed most of them (it judged a proxy failing two calls
+    # in three fine for 90 s, twice). It counts the seconds that saw a failure instead.
     api_failed_at: float | None = None
     since: float = field(default_factory=time.time)
 

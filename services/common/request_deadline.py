@@ -5,9 +5,10 @@ on the connection); one that does not gets 408 and the connection is closed.
 uvicorn has no such timeout. Its keep-alive timer covers only the idle time between requests
 and is disarmed by the first byte of the next one, and a connection that never sends a byte is
 not timed at all: measured, a client that sent nothing, or half a request head, was still
-connected 30 s later, and stays for as long as it likes. A few hundred such clients (slowloris)
-hold as many sockets and buffers; at the usual limit of 1024 open files the API then accepts
-nobody. bodylimit.py bounds a body's size; this bounds how long a request may take to arrive.
+connected 30 s later, and stays for as long as it likes. Such clients (slowloris) hold as many
+sockets and buffers: 1200 of them, at Docker 25's limit of 1024 open files (services/start.py
+now raises it), and the API stopped answering anyone, its probe included: restarted as hung.
+bodylimit.py bounds a body's size; this bounds how long a request may take to arrive.
 
 Only the arrival is timed: once the request is whole, the app takes as long as it needs to
 answer, and the deadline starts again when the answer is complete. A connection upgraded to a

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     web_port: int = Field(8080, ge=1, le=65535)
     graceful_timeout: int = Field(10, ge=1, le=120, description="seconds uvicorn waits for requests on stop")
     api_max_body_bytes: int = Field(1 << 20, ge=1024, le=1 << 30, description="larger request bodies get 413")
-    request_timeout: float = Field(30.0, ge=1, le=3600, description="seconds a client has to send a whole request; slower ones get 408")
+    request_timeout: float = Field(30.0, ge=1, le=3600, description="seconds to send a whole request, else 408")
     ready_timeout_ms: int = Field(1000, ge=50, le=30000)
     supervisor_socket: str = "/run/botstack/supervisor.sock"
     run_dir: str = "/run/botstack"
