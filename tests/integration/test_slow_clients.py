@@ -58,8 +58,8 @@ async def slow_client(host: str, port: int, silent: bool) -> tuple[float, bytes]
 
 
 def open_files(stack, pid: int) -> int:
-    code, out = stack.exec(["sh", "-c", f"ls /proc/{pid}/fd | wc -l"])
-    assert code == 0, out
+    code, out = stack.exec(["sh", "-c", f"test -d /proc/{pid} && ls /proc/{pid}/fd | wc -l"])
+    assert code == 0, f"process {pid} is gone: the program was restarted (see the stack's log)"
     return int(out.strip())
 
 
