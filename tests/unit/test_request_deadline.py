@@ -43,16 +43,21 @@ def app() -> FastAPI:
     return app
 
 
-async def slow_client(port: int, first: bytes, trickle: bytes, after_answer: bool = False) -> tuple[float, bytes]:
+async def slow_client(port: int, first: bytes, trickle: bytes, after_answer: bool = False) -> tuple[float, float, bytes]:
     """Sends `first`, then (after its answer, with after_answer) `trickle` a byte every 0.2 s
-    until the server closes. Returns the seconds from the start of the wait to the close, and
-    what the server sent meanwhile."""
+    until the server closes. Returns the seconds to the close from before the server can have
+    started its deadline (before connecting, or before sending the request it answers first) and
+    from after it surely has (connected, or the answer read), and what the server sent meanwhile.
+    The server's clock runs between the two: this client's loop may take a while to notice."""
+    not_before = time.monotonic()
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    if after_answer:
+        not_before = time.monotonic()
     writer.write(first)
     if after_answer:
         answer = await reader.readuntil(b'{"ok":true}')
         assert answer.startswith(b"HTTP/1.1 200"), answer
-    started = time.monotonic()
+    surely = time.monotonic()
 
     async def drip() -> None:
         for byte in trickle * 1000:
@@ -65,10 +70,10 @@ async def slow_client(port: int, first: bytes, trickle: bytes, after_answer: boo
         received = await asyncio.wait_for(reader.read(), timeout=10 * DEADLINE_S)  # to EOF
     except ConnectionResetError:  # a drip that crossed the close: the kernel answers it with a reset,
         received = b"(reset)"    # which discards what was still unread
-    elapsed = time.monotonic() - started
+    closed = time.monotonic()
     dripping.cancel()
     writer.close()
-    return elapsed, received
+    return closed - not_before, closed - surely, received
 
 
 async def in_two_parts(port: int) -> bytes:
@@ -82,7 +87,7 @@ async def in_two_parts(port: int) -> bytes:
     return answer
 
 
-async def scene(base: str) -> tuple[dict[str, list[tuple[float, bytes]]], list[int], list[bytes]]:
+async def scene(base: str) -> tuple[dict[str, list[tuple[float, float, bytes]]], list[int], list[bytes]]:
     port = int(base.rsplit(":", 1)[1])
     head = b"GET /ok HTTP/1.1\r\nHost: t\r\nX-Slow: "
     body_head = b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n"
@@ -125,10 +130,10 @@ def test_slow_clients_are_cut_off_at_the_deadline_while_the_others_are_served(pr
     assert len(statuses) > 20 and set(statuses) == {200}, statuses  # nobody served was cut off
     assert all(p.startswith(b"HTTP/1.1 200") and p.endswith(b'{"length":10}') for p in parts), parts
     for kind, results in cut_off.items():
-        for elapsed, received in results:
-            assert DEADLINE_S - 0.05 <= elapsed <= DEADLINE_S + 1.0, (kind, elapsed)
+        for at_most, at_least, received in results:  # CI: a keep-alive client read its answer 0.11 s late
+            assert at_most >= DEADLINE_S - 0.01 and at_least <= DEADLINE_S + 1.0, (kind, at_most, at_least)
             assert received.startswith(b"HTTP/1.1 408 Request Timeout") or received == b"(reset)", (kind, received)
-        resets = sum(received == b"(reset)" for _, received in results)
+        resets = sum(received == b"(reset)" for _, _, received in results)
         assert resets < len(results) and (kind != "silent" or not resets), (kind, resets)
     said = [r.getMessage() for r in caplog.records if r.name == "botstack.http"]
     assert len(said) == 1 and "no whole request within 1 s" in said[0], said  # once, not 90 times
