@@ -79,6 +79,7 @@ FLAKY_OK = 0.1
 # Passes in a row above its memory ceiling before a program is restarted for it: one reading is
 # a request's passing peak as often as a leak.
 CEILING_PASSES = 2
+NOT_READ = object()  # a mark not read yet: the first reading is not a change
 
 
 @dataclass
@@ -144,7 +145,7 @@ class Sidecar:
     _api_alerted_since: float | None = None  # the Bot API outage the admins were told of
     _api_flaky_told: bool = False  # ...or that it fails too often
     _api_seen: deque = field(default_factory=deque)  # (pass time, failing then) over FLAKY_WINDOW_S
-    _api_failed_at: object = "unseen"  # the bot's api_failed_at at the pass before ("unseen": none yet)
+    _api_failed_at: object = NOT_READ  # the bot's api_failed_at at the pass before
     _api_last_error: str = ""
     _oom_count: int | None = None
     _oom_at: float | None = None  # when the count last grew
@@ -539,7 +540,7 @@ class Sidecar:
         since = self._api_failing_since(bot.get("api_failing_since"), now)
         failing = since is not None
         before, self._api_failed_at = self._api_failed_at, bot.get("api_failed_at")
-        failed_since = before != "unseen" and self._api_failed_at not in (None, before)  # between two passes
+        failed_since = before is not NOT_READ and self._api_failed_at not in (None, before)  # between two passes
         self._api_last_error = bot.get("api_error") or self._api_last_error
         self._api_seen.append((now, failing or failed_since))
         while now - self._api_seen[0][0] > FLAKY_WINDOW_S:

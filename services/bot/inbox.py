@@ -59,6 +59,7 @@ from telegram.ext import Application, BaseUpdateProcessor, ContextTypes
 
 from services.common.collections import INBOX, INBOX_CLAIMS
 from services.common.db import DUPLICATE_KEY, already_stored, why
+from services.common.logs import Tally
 from services.common.serverclock import ServerClock
 from services.common.wait import wait_for_either, wait_for_stop
 
@@ -143,8 +144,7 @@ class Inbox:
         # ran in the claim loop; a done mark waits for one statement (two: a failure's), not a claim.
         self._claimed_writes = asyncio.Lock()
         self._last_cleanup = 0.0
-        self._outage_waits = 0  # replies that waited for the Bot API since the last line saying so
-        self._outage_told_at: float | None = None
+        self._outage_waits = Tally(OUTAGE_LOG_S)  # replies that waited for the Bot API, told once a minute
         # When the Bot API last came back from an outage (due_now), and when it last answered any
         # call (the rate limiter's, flood.py); monotonic. A reply failing after either, since its
         # update was taken, failed in an outage that is over, or in a flaky spell: not one that goes on.
@@ -373,7 +373,7 @@ class Inbox:
         result = await self.collection.update_many(
             {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": now}},
             {"$set": {"next_at": now}})
-        self._outage_told_at, self._outage_waits = None, 0  # the next outage is told at once
+        self._outage_waits.reset()  # the next outage is told at once
         self._back_at = time.monotonic()
         if result.modified_count:
             self._wake.set()
@@ -530,14 +530,10 @@ class Inbox:
         """One line per OUTAGE_LOG_S while the Bot API is out of reach, counting the replies that
         waited: one per reply tried (each of hundreds of updates, again and again) buried the log
         in the same words for as long as the outage lasted. The sidecar says it once, too."""
-        self._outage_waits += 1
-        now = time.monotonic()
-        if self._outage_told_at is not None and now - self._outage_told_at < OUTAGE_LOG_S:
-            return
-        log.warning("the Bot API is out of reach (%s): updates wait for it without using an attempt (%d failed "
-                    "for it since the last such line; update %s again in %.0f s)", describe(error), self._outage_waits,
-                    update_id, delay)
-        self._outage_told_at, self._outage_waits = now, 0
+        if (waited := self._outage_waits.count()) is not None:
+            log.warning("the Bot API is out of reach (%s): updates wait for it without using an attempt (%d failed "
+                        "for it since the last such line; update %s again in %.0f s)", describe(error), waited,
+                        update_id, delay)
 
     # -- starting and stopping -------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from services.bot.inbox import Inbox
 from services.bot.lease import Lease
 from services.bot.status import BotStatus
 from services.common.db import why
+from services.common.logs import Tally
 from services.common.wait import wait_for_stop
 
 log = logging.getLogger("botstack.bot.poller")
@@ -56,8 +57,7 @@ class Poller:
         self._sent_offset: int | None = None  # the offset the Bot API has seen: it confirms below it
         self._errors = 0
         self._sleep = asyncio.sleep  # a backoff's wait (a test records them instead)
-        self._quiet_until = 0.0
-        self._suppressed = 0
+        self._said = Tally(LOG_EVERY_S)  # its warnings (every turn of an outage would repeat them)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop`: wait for the lease, poll while holding it. Returns with the lease still
@@ -200,14 +200,12 @@ class Poller:
         await self._sleep(backoff_s(self._errors, ceiling_s))
 
     def _throttled(self, level: int, message: str, *args) -> None:
-        now = time.monotonic()
-        if now < self._quiet_until:
-            self._suppressed += 1
+        count = self._said.count()
+        if count is None:
             return
-        if self._suppressed:
-            message += f" ({self._suppressed} similar lines suppressed)"
+        if count > 1:
+            message += f" ({count - 1} similar lines suppressed)"
         log.log(level, message, *args)
-        self._quiet_until, self._suppressed = now + LOG_EVERY_S, 0
 
 
 def _awaiting(task: asyncio.Task) -> str:

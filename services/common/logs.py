@@ -14,6 +14,7 @@ import logging
 import re
 import sys
 import time
+from typing import Callable
 
 TOKEN_SHAPE = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")
 REDACTED = "[REDACTED-TOKEN]"
@@ -41,6 +42,36 @@ class RedactingFormatter(logging.Formatter):
         if self.program:  # continuation lines (tracebacks) name the program too
             text = text.replace("\n", f"\n{self.program} | ")
         return text
+
+
+class Tally:
+    """For a line that could be said thousands of times (a flood of slow clients, every reply
+    waiting out an outage, every poll refused): said at most once per `every_s`, with how many
+    times it happened since it was last said, instead of burying the log in the same words.
+
+        if (count := tally.count()) is not None:
+            log.warning("... (%d since the last such line)", count)
+    """
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._since_said = 0
+        self._quiet_until = 0.0
+
+    def count(self) -> int | None:
+        """One more time. Returns how many times it happened since it was last said, this one
+        included, when it is time to say it again; None while it should stay quiet."""
+        self._since_said += 1
+        now = self.clock()
+        if now < self._quiet_until:
+            return None
+        said, self._since_said, self._quiet_until = self._since_said, 0, now + self.every_s
+        return said
+
+    def reset(self) -> None:
+        """The next time is said at once (what it counted is over: an outage that ended)."""
+        self._since_said, self._quiet_until = 0, 0.0
 
 
 def setup_logging(program: str, level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:

@@ -20,15 +20,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import time
 from typing import Callable
 
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+from services.common.logs import Tally
 
 log = logging.getLogger("botstack.http")
 
 TIMED_OUT = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 LOG_EVERY_S = 60.0  # under a flood of slow clients, one line a minute with the count, not one each
+_cut_offs = Tally(LOG_EVERY_S)
 
 
 class Deadline:
@@ -71,7 +73,10 @@ class Deadline:
         if cycle is None or cycle.response_complete or not cycle.response_started:
             self.transport.write(TIMED_OUT)
         self.transport.close()
-        _cut_offs.add(self.client, self._deadline_s)
+        if (count := _cut_offs.count()) is not None:
+            log.warning("closed %d connection(s) that sent no whole request within %g s (408; the last from %s): "
+                        "slow or idle clients; BOTSTACK_REQUEST_TIMEOUT sets the time",
+                        count, self._deadline_s, "%s:%d" % self.client if self.client else "a unix socket")
 
 
 class RequestDeadline(Deadline, AutoHTTPProtocol):  # type: ignore[misc, valid-type]
@@ -83,24 +88,3 @@ def with_request_deadline(seconds: float, protocol: type[Deadline] = RequestDead
     development mode's reloader pickles it for the server's process."""
     return functools.partial(protocol, request_deadline_s=seconds)
 
-
-class _CutOffs:
-    """Counts the connections cut off, and says so at most once a minute."""
-
-    def __init__(self) -> None:
-        self.since_said = 0
-        self.say_after = 0.0
-
-    def add(self, client: tuple[str, int] | None, seconds: float) -> None:
-        self.since_said += 1
-        now = time.monotonic()
-        if now < self.say_after:
-            return
-        log.warning("closed %d connection(s) that sent no whole request within %g s (408; the last from %s): "
-                    "slow or idle clients; BOTSTACK_REQUEST_TIMEOUT sets the time",
-                    self.since_said, seconds, "%s:%d" % client if client else "a unix socket")
-        self.since_said = 0
-        self.say_after = now + LOG_EVERY_S
-
-
-_cut_offs = _CutOffs()

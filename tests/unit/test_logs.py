@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from services.common.logs import REDACTED, RedactingFormatter, setup_logging
+from services.common.logs import REDACTED, RedactingFormatter, Tally, setup_logging
 from tests.unit.conftest import TOKEN
 
 SECRET_PART = TOKEN.split(":", 1)[1]
@@ -93,3 +93,19 @@ def test_the_password_of_a_uri_is_masked_wherever_it_appears():
     assert "mongodb://app:***@db:27017" in masked and "mongodb+srv://ops:***@cluster.example.net" in masked
     assert "socks5://me:***@10.0.0.9:1080" in masked and "HTTP://me:***@proxy:3128" in masked
     assert redact("see https://example.org/a:b@c and 12:30 at host@x") == "see https://example.org/a:b@c and 12:30 at host@x"
+
+
+def test_a_line_said_thousands_of_times_is_said_once_a_minute_with_the_count():
+    now = [1000.0]
+    tally = Tally(60.0, clock=lambda: now[0])
+    said = []
+    for _ in range(5):  # a flood: the first is said at once, the rest counted
+        said.append(tally.count())
+    now[0] += 59.9
+    said.append(tally.count())
+    now[0] += 0.1  # a minute after the first line
+    said.append(tally.count())
+    assert said == [1, None, None, None, None, None, 6]
+    assert tally.count() is None
+    tally.reset()  # what it counted is over: the next is said at once, counting itself only
+    assert tally.count() == 1

@@ -16,6 +16,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.common import request_deadline
 from services.common.bodylimit import BodyLimit
+from services.common.logs import Tally
 from services.common.request_deadline import Deadline, RequestDeadline, with_request_deadline
 from services.emulator.inprocess import serve_in_thread
 
@@ -122,7 +123,7 @@ class H11Deadline(Deadline, H11Protocol):
 
 @pytest.mark.parametrize("protocol", [RequestDeadline, H11Deadline])  # httptools (uvicorn's choice here), h11
 def test_slow_clients_are_cut_off_at_the_deadline_while_the_others_are_served(protocol, caplog, monkeypatch):
-    monkeypatch.setattr(request_deadline, "_cut_offs", request_deadline._CutOffs())  # its line, not suppressed
+    monkeypatch.setattr(request_deadline, "_cut_offs", Tally(request_deadline.LOG_EVERY_S))  # its line, not suppressed
     with serve_in_thread(app(), http=with_request_deadline(DEADLINE_S, protocol)) as base:
         cut_off, statuses, parts = asyncio.run(scene(base))
         assert httpx.get(base + "/ok").status_code == 200  # and it goes on serving
