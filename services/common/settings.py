@@ -290,8 +290,8 @@ def parse_memory_ceilings(value: str) -> dict[str, int]:
     return ceilings
 
 
-# Settings one program alone uses. A bad value stops that program (exit 78) and no other: the
-# rest run with the default and report the error. Everything else is shared and stops all.
+# Settings only some programs use. A bad value stops those (exit 78) and no other: the rest run
+# with the default and report the error. Everything else is shared and stops all.
 _BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret", "lease_ttl_s", "poll_timeout_s",
         "job_interval_s", "inbox_concurrency", "inbox_max_attempts", "inbox_retry_base_s",
         "inbox_claim_ttl_s", "inbox_retention_h", "rate_overall_per_s", "rate_group_per_min", "rate_chat_per_s",
@@ -299,11 +299,12 @@ _BOT = ("telegram_bot_token", "telegram_webhook_url", "telegram_webhook_secret",
 _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s", "heal_hang_term_grace_s",
                 "heal_escalation", "heal_max_failures", "heal_failure_window_s", "heal_cycle_max_restarts",
                 "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s", "alert_urls", "memory_ceiling_csv")
-OWNERS: dict[str, str] = {
-    **dict.fromkeys(_BOT, "bot"), **dict.fromkeys(_HEALTHCHECK, "healthcheck"),
-    "api_port": "api", "api_max_body_bytes": "api",
-    "web_port": "web", "web_password": "web", "web_read_only": "web", "web_session_hours": "web", "web_secure_cookie": "web",
-    "backup_dir": "botstack", "backup_keep": "botstack", "doctor_min_free_mb": "botstack",
+_HTTP = ("graceful_timeout", "request_timeout", "access_log")  # the two uvicorn servers' (serve.py)
+OWNERS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(_BOT, ("bot",)), **dict.fromkeys(_HEALTHCHECK, ("healthcheck",)), **dict.fromkeys(_HTTP, ("api", "web")),
+    **dict.fromkeys(("api_port", "api_max_body_bytes", "ready_timeout_ms"), ("api",)),
+    **dict.fromkeys(("web_port", "web_password", "web_read_only", "web_session_hours", "web_secure_cookie"), ("web",)),
+    **dict.fromkeys(("backup_dir", "backup_keep", "doctor_min_free_mb"), ("botstack",)),
 }
 
 
@@ -374,12 +375,13 @@ def load_settings(program: str | None = None) -> Settings:
             raise
         except ValidationError as exc:
             errors = _errors(exc)
-            mine = [e for f, e in errors if program is None or OWNERS.get(f) in (None, program)]
+            mine = [e for f, e in errors if program is None or program in OWNERS.get(f, (program,))]
             if mine:
                 raise mine[0] from None
             for field, error in errors:
                 overrides[_init_key(field)] = Settings.model_fields[field].default
-                problems.setdefault(OWNERS[field], str(error))
+                for owner in OWNERS[field]:
+                    problems.setdefault(owner, str(error))
 
 
 @lru_cache(maxsize=1)

@@ -87,6 +87,22 @@ def test_a_bad_memory_ceiling_stops_only_the_sidecar_and_says_what_to_write(monk
                                  "programs (300) or per program (bot=300,api=200)")
 
 
+@pytest.mark.parametrize("variable, value", [("BOTSTACK_REQUEST_TIMEOUT", "soon"), ("BOTSTACK_GRACEFUL_TIMEOUT", "0"),
+                                             ("BOTSTACK_ACCESS_LOG", "maybe")])
+def test_a_bad_http_setting_stops_only_the_api_and_the_dashboard(monkeypatch, variable, value):
+    """Settings of the two HTTP servers (serve.py) only: the bot, the sidecar and the CLI run on
+    and report it (it stopped them all, the bot's replies included)."""
+    monkeypatch.setenv(variable, value)
+
+    for program in ("api", "web"):
+        with pytest.raises(ConfigError) as caught:
+            load_settings(program)
+        assert caught.value.variable == variable
+    for program in ("bot", "healthcheck", "botstack"):
+        problems = load_settings(program).config_problems
+        assert problems["api"].startswith(f"{variable}: ") and problems["web"] == problems["api"], problems
+
+
 def test_valid_token_is_accepted_and_only_its_public_id_is_exposed(monkeypatch):
     monkeypatch.setenv("TELEGRAM_BOT_TOKEN", TOKEN)
 
