@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
+
+from tests.unit.conftest import free_port  # noqa: E402
 
 SETUPS = ("plain", "deadline")
 MODES = (("keep-alive", True), ("new connection each", False))
@@ -57,12 +58,6 @@ def serve(setup: str, port: int) -> None:
 
     http = with_request_deadline(30.0) if setup == "deadline" else "auto"
     uvicorn.run(app(), host="127.0.0.1", port=port, log_config=None, access_log=False, http=http)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def started(setup: str) -> tuple[subprocess.Popen, str]:

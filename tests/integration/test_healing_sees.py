@@ -209,7 +209,7 @@ def test_bad_token_stops_only_the_bot(start_stack, token):
         return all(programs[n]["statename"] == "RUNNING" for n in ("mongodb", "api", "web", "healthcheck"))
 
     wait_until(others_run, 60, "api, web, mongodb and healthcheck RUNNING")
-    assert http_get(f"{stack.api}/health").status_code == 200
+    wait_until(lambda: http_get(f"{stack.api}/health").status_code == 200, 30, "the api answering /health")
     ready = wait_until(lambda: (r := http_get(f"{stack.api}/ready")).status_code == 200 and r.json(), 60, "/ready")
     assert any(p.startswith("bot: configuration error: TELEGRAM_BOT_TOKEN: ") for p in ready["problems"]), ready
     code, out = wait_until(lambda: "bot: configuration error" in (r := stack.health())[1] and r, 60,
@@ -591,6 +591,26 @@ def test_bad_port_names_the_variable_set(start_stack):
     assert lines and all(line.startswith("api: configuration error: PORT: ") for line in lines), lines
     wait_until(lambda: all(stack.programs()[n]["statename"] == "RUNNING"
                            for n in ("mongodb", "web", "bot", "healthcheck")), 60, "the other programs RUNNING")
+
+
+def test_a_bad_http_setting_stops_only_the_api_and_the_dashboard_while_the_bot_answers(start_stack, emulator):
+    """BOTSTACK_REQUEST_TIMEOUT is the two HTTP servers' alone: a bad value stops them with one
+    line each (exit 78), and nothing else: the bot answers meanwhile and the verdict names it
+    (it stopped every program, the bot and the sidecar included)."""
+    stack = start_stack(BOTSTACK_REQUEST_TIMEOUT="soon")
+    for program in ("api", "web"):
+        wait_until(lambda p=program: f"exited: {p} (exit status 78" in stack.logs(), 60, f"{program} to exit 78")
+    lines = [line for line in stack.logs().splitlines() if line.startswith(("api: ", "web: "))]
+    assert lines and all(": configuration error: BOTSTACK_REQUEST_TIMEOUT: " in line for line in lines), lines
+    wait_until(lambda: all(stack.programs()[n]["statename"] == "RUNNING" for n in ("mongodb", "bot", "healthcheck")),
+               60, "mongodb, the bot and the sidecar RUNNING")
+    ids = [remember(emulator, stack.bot_id, 300 + i) for i in range(5)]
+    counts = all_answered(emulator, stack.bot_id, ids, 60)
+    code, out = wait_until(lambda: "api: configuration error: BOTSTACK_REQUEST_TIMEOUT: " in (r := stack.health())[1]
+                           and r, 60, "the verdict naming the API's refusal")
+    assert code == 1 and "web: configuration error: BOTSTACK_REQUEST_TIMEOUT: " in out, out
+    figure(f"bad BOTSTACK_REQUEST_TIMEOUT: api and web exited 78, named in the verdict; {len(ids)} updates "
+           f"answered meanwhile, {sum(n - 1 for n in counts.values())} twice")
 
 
 def test_external_mongodb_down_restarts_nothing(start_stack, external_db, app_image, emulator):

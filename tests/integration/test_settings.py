@@ -123,7 +123,9 @@ def test_a_data_folder_it_cannot_write_stops_only_mongodb_with_one_line_and_lose
     others = ("api", "web", "bot")
     running = wait_until(lambda: (p := stack.programs()) and all(p[n]["statename"] == "RUNNING" for n in others) and p,
                          60, "the api, the dashboard and the bot running")
-    assert http_get(f"{stack.api}/health").status_code == 200 and http_get(f"{stack.web}/health").status_code == 200
+    # RUNNING is supervisord's startsecs (3 s) passed, not uvicorn listening: a loaded CI's API took longer
+    wait_until(lambda: http_get(f"{stack.api}/health").status_code == 200 == http_get(f"{stack.web}/health").status_code,
+               30, "the api and the dashboard answering /health")
     assert http_get(f"{stack.api}/ready").status_code == 503
     ids = [remember(emulator, stack.bot_id, n) for n in range(5)]
     # supervisord gives up ("Exited too quickly"); the verdict says why, as the dashboard and alerts do
