@@ -128,6 +128,12 @@ class Emulator:
     def stats(self, bot_id: str) -> dict:
         return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/stats", timeout=5).json()
 
+    def polls(self, bot_id: str) -> list[dict]:
+        """Every getUpdates request since the last reset, oldest first: {"start", "end", "outcome",
+        "overlapped"}, times on the emulator's monotonic clock, which is this host's (containers
+        share the kernel's CLOCK_MONOTONIC)."""
+        return httpx.get(f"{self.url}/_emulator/bots/{bot_id}/polls", timeout=5).json()
+
     def inject_callback(self, bot_id: str, message_id: int, data: str, user: dict | None = None) -> int:
         body: dict = {"callback_data": data, "message_id": message_id}
         if user:

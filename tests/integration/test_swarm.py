@@ -205,16 +205,21 @@ def test_swarm_replica_killed(swarm):
         wait_until(lambda: len(burst.ids) >= 10, 30, "updates flowing")
         t0 = time.monotonic()
         holder.kill()  # SIGKILL: no lease release, no clean stop
+        killed = time.monotonic()  # a poll starting after this is not the holder's
         successor = wait_until(lambda: [c for c in swarm.active() if c.id != holder.id], LEASE_TTL_S + 10,
                                "another replica polling", interval_s=0.2)[0]
-        takeover = time.monotonic() - t0
+        # When the successor's first getUpdates arrived, by the emulator's record (the replicas'
+        # status, read by `docker exec` in each, told it up to 1.5 s late in a loaded CI: 15.2 s)
+        first = wait_until(lambda: next((p["start"] for p in emulator.polls(bot_id) if p["start"] > killed), None), 10,
+                           "the successor's first getUpdates in the emulator's record")
+        takeover = first - t0  # from before the kill
         wait_until(lambda: len(burst.ids) >= 80, 60, "updates after the takeover")
     counts = all_answered(emulator, bot_id, burst.ids, 60)
     duplicated = sum(n - 1 for n in counts.values())
     figure(f"lease holder SIGKILLed: replica {successor.name} polling after {takeover:.1f} s "
           f"(lease TTL {LEASE_TTL_S:.0f} s); {len(burst.ids)} updates, all answered, {duplicated} replies repeated")
-    # The lease expires at most one TTL after the kill; a standby retries every second.
-    assert takeover < LEASE_TTL_S + 2, takeover
+    # The lease expires at most one TTL after the kill, and a standby tries again when it would expire.
+    assert takeover < LEASE_TTL_S + 1, takeover
     stats = emulator.stats(bot_id)
     assert stats["max_polling_at_once"] == 1, stats
     wait_until(lambda: len(swarm.healthy_replicas()) == REPLICAS, 120, "Swarm replacing the killed replica")
