@@ -368,13 +368,14 @@ class Inbox:
 
     async def due_now(self) -> int:
         """The Bot API answers again: the updates that waited out its outage are due at once,
-        not after their backoff (grown to minutes in a long outage; their chats wait behind them)."""
+        not after their backoff (grown to minutes in a long outage; their chats wait behind them).
+        Marked before its writes: a failure recorded meanwhile (finished) sees the outage over."""
+        self._outage_waits.reset()  # the next outage is told at once
+        self._back_at = time.monotonic()
         now = await self.clock.now()
         result = await self.collection.update_many(
             {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": now}},
             {"$set": {"next_at": now}})
-        self._outage_waits.reset()  # the next outage is told at once
-        self._back_at = time.monotonic()
         if result.modified_count:
             self._wake.set()
             log.info("the Bot API answers again: %d update(s) that waited for it are due now", result.modified_count)
@@ -485,15 +486,6 @@ class Inbox:
             self.token_refused.set()
             return
         outage = out_of_reach(error)
-        # Its reply failed in the outage the Bot API has come back from since (the 502 was on its
-        # way as another call went through): not a new outage to tell, and due at once, not after
-        # a backoff grown in the old one (due_now has passed it by: it was still claimed).
-        came_back = outage and self._back_at > taken_at
-        # Or it failed while the Bot API answered other calls (a flaky proxy), so the rate limiter
-        # saw no outage and calls no due_now: tried again after the first step of the backoff, not
-        # one grown over its earlier failures (such an update waited 128 s with the API answering,
-        # CI), nor at once (replies retried at once would hammer the proxy).
-        flaky = outage and not came_back and self.api_answered_at() > taken_at
         counter, limit = ("outages", OUTAGE_MAX) if outage else ("attempts", self.max_attempts)
         try:  # taking turns with renewals (as done marks do): a renewal written over this would undo it
             now = await self.clock.now()  # before the lock: a reading of the clock may be a round trip
@@ -508,6 +500,18 @@ class Inbox:
                     why_parked = " with the Bot API out of reach" if outage else ""
                     await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
                     return
+                # Judged now, not when it finished: the Bot API may have come back while this was
+                # written (a loaded CI told an outage twice, and its update waited 16 s after it).
+                back_at = self._back_at
+                # Its reply failed in the outage the Bot API has come back from since (the 502 was on its
+                # way as another call went through): not a new outage to tell, and due at once, not after
+                # a backoff grown in the old one (due_now has passed it by: it was still claimed).
+                came_back = outage and back_at > taken_at
+                # Or it failed while the Bot API answered other calls (a flaky proxy), so the rate limiter
+                # saw no outage and calls no due_now: tried again after the first step of the backoff, not
+                # one grown over its earlier failures (such an update waited 128 s with the API answering,
+                # CI), nor at once (replies retried at once would hammer the proxy).
+                flaky = outage and not came_back and self.api_answered_at() > taken_at
                 delay = (0.0 if came_back else self.retry_base_s if flaky
                          else min(RETRY_MAX_S, self.retry_base_s * 2 ** min(count - 1, 16)))
                 if came_back or flaky:
@@ -523,6 +527,10 @@ class Inbox:
                     {"$set": {"state": PENDING, "next_at": now + timedelta(seconds=delay)},
                      "$unset": {"claim": "", "claim_until": ""}},
                 )
+            if delay and outage and self._back_at != back_at:  # it came back as the backoff was written:
+                await self.collection.update_one(              # due_now may have looked before it was pending
+                    {"_id": doc_id, "state": PENDING, "next_at": {"$gt": now}}, {"$set": {"next_at": now}})
+                self._wake.set()
         except PyMongoError as exc:  # the claim expires and the update runs again
             log.warning("could not record the failure of update %s (%s)", update.update_id, exc)
 

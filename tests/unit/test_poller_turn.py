@@ -71,3 +71,21 @@ def test_a_standby_tries_again_as_the_lease_expires_not_up_to_a_second_later(tmp
 
     late = asyncio.run(wait_for_the_lease())
     assert 0 <= late < 0.2, f"took the lease {late:.2f} s after it expired"  # a fixed 1 s retry: 0.7 s
+
+
+def test_an_outage_is_said_once_a_minute_with_how_many_lines_it_spared(tmp_path, caplog):
+    """Every turn of an outage would repeat its warning (a refused getUpdates every few seconds
+    for hours): said once per minute, the next line counting what was not said."""
+    from services.bot.status import BotStatus
+    from services.common.logs import Tally
+
+    now = [1000.0]
+    p = poller.Poller(app=None, lease=None, inbox=None, status=BotStatus(tmp_path / "status.json"), poll_timeout_s=1)
+    p._said = Tally(poller.LOG_EVERY_S, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="botstack.bot.poller"):
+        for _ in range(30):  # a minute of failures, one every two seconds
+            p._throttled(logging.WARNING, "getUpdates failed (%s)", "refused")
+            now[0] += 2
+        p._throttled(logging.WARNING, "getUpdates failed (%s)", "refused")
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["getUpdates failed (refused)", "getUpdates failed (refused) (29 similar lines suppressed)"], said

@@ -44,7 +44,8 @@ def app() -> FastAPI:
     return app
 
 
-async def slow_client(port: int, first: bytes, trickle: bytes, after_answer: bool = False) -> tuple[float, float, bytes]:
+async def slow_client(port: int, first: bytes, trickle: bytes,
+                      after_answer: bool = False) -> tuple[float, float, bytes]:
     """Sends `first`, then (after its answer, with after_answer) `trickle` a byte every 0.2 s
     until the server closes. Returns the seconds to the close from before the server can have
     started its deadline (before connecting, or before sending the request it answers first) and
@@ -131,8 +132,8 @@ def test_slow_clients_are_cut_off_at_the_deadline_while_the_others_are_served(pr
     assert len(statuses) > 20 and set(statuses) == {200}, statuses  # nobody served was cut off
     assert all(p.startswith(b"HTTP/1.1 200") and p.endswith(b'{"length":10}') for p in parts), parts
     for kind, results in cut_off.items():
-        for at_most, at_least, received in results:  # CI: a keep-alive client read its answer 0.11 s late
-            assert at_most >= DEADLINE_S - 0.01 and at_least <= DEADLINE_S + 1.0, (kind, at_most, at_least)
+        for from_before, from_after, received in results:  # CI: a keep-alive client read its answer 0.11 s late
+            assert from_before >= DEADLINE_S - 0.01 and from_after <= DEADLINE_S + 1.0, (kind, from_before, from_after)
             assert received.startswith(b"HTTP/1.1 408 Request Timeout") or received == b"(reset)", (kind, received)
         resets = sum(received == b"(reset)" for _, _, received in results)
         assert resets < len(results) and (kind != "silent" or not resets), (kind, resets)
