@@ -71,7 +71,8 @@ def started(setup: str) -> tuple[subprocess.Popen, str]:
             if httpx.get(base + "/ok").status_code == 200:
                 return server, base
         except httpx.TransportError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     server.kill()
     raise SystemExit(f"the {setup} server did not answer within {START_TIMEOUT_S:.0f} s")
 

@@ -301,11 +301,18 @@ _HEALTHCHECK = ("heal_backoff_base_s", "heal_backoff_max_s", "heal_quiet_reset_s
                 "heal_cycle_window_s", "alert_chat_ids_csv", "alert_group_s", "alert_urls", "memory_ceiling_csv")
 _HTTP = ("graceful_timeout", "request_timeout", "access_log")  # the two uvicorn servers' (serve.py)
 OWNERS: dict[str, tuple[str, ...]] = {
-    **dict.fromkeys(_BOT, ("bot",)), **dict.fromkeys(_HEALTHCHECK, ("healthcheck",)), **dict.fromkeys(_HTTP, ("api", "web")),
+    **dict.fromkeys(_BOT, ("bot",)), **dict.fromkeys(_HEALTHCHECK, ("healthcheck",)),
+    **dict.fromkeys(_HTTP, ("api", "web")),
     **dict.fromkeys(("api_port", "api_max_body_bytes", "ready_timeout_ms"), ("api",)),
     **dict.fromkeys(("web_port", "web_password", "web_read_only", "web_session_hours", "web_secure_cookie"), ("web",)),
     **dict.fromkeys(("backup_dir", "backup_keep", "doctor_min_free_mb"), ("botstack",)),
 }
+
+
+def stops(field: str, program: str | None) -> bool:
+    """Whether a bad value of `field` stops `program` (None: any reader, the CLI's checks): the
+    settings OWNERS names stop only their programs; the others (the token, MONGODB_URI...) every one."""
+    return program is None or program in OWNERS.get(field, (program,))
 
 
 def env_name(field: str) -> str:
@@ -375,7 +382,7 @@ def load_settings(program: str | None = None) -> Settings:
             raise
         except ValidationError as exc:
             errors = _errors(exc)
-            mine = [e for f, e in errors if program is None or program in OWNERS.get(f, (program,))]
+            mine = [e for f, e in errors if stops(f, program)]
             if mine:
                 raise mine[0] from None
             for field, error in errors:
