@@ -310,8 +310,8 @@ OWNERS: dict[str, tuple[str, ...]] = {
 
 
 def stops(field: str, program: str | None) -> bool:
-    """Whether a bad value of `field` stops `program` (None: any reader, the CLI's checks): the
-    settings OWNERS names stop only their programs; the others (the token, MONGODB_URI...) every one."""
+    """Whether a bad value of `field` stops `program` (None: `botstack doctor`, which checks them
+    all): the settings OWNERS names stop only their programs; the others (MONGODB_URI...) every one."""
     return program is None or program in OWNERS.get(field, (program,))
 
 
