@@ -142,6 +142,7 @@ class Inbox:
         # an update before its done mark went in would write it back as claimed (and it would run
         # again on another replica once that claim expired). One write at a time, as when both
         # ran in the claim loop; a done mark waits for one statement (two: a failure's), not a claim.
+        # due_now takes it too, to take turns with the failures being recorded (see there).
         self._claimed_writes = asyncio.Lock()
         self._last_cleanup = 0.0
         self._outage_waits = Tally(OUTAGE_LOG_S)  # replies that waited for the Bot API, told once a minute
@@ -369,13 +370,16 @@ class Inbox:
     async def due_now(self) -> int:
         """The Bot API answers again: the updates that waited out its outage are due at once,
         not after their backoff (grown to minutes in a long outage; their chats wait behind them).
-        Marked before its writes: a failure recorded meanwhile (finished) sees the outage over."""
-        self._outage_waits.reset()  # the next outage is told at once
-        self._back_at = time.monotonic()
+        It takes turns with the failures being recorded (finished): one written before is made due
+        here, one written after sees the outage over. (One judged before and written after was told
+        as a second outage and waited its backoff after the Bot API answered: a loaded CI.)"""
         now = await self.clock.now()
-        result = await self.collection.update_many(
-            {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": now}},
-            {"$set": {"next_at": now}})
+        async with self._claimed_writes:
+            self._outage_waits.reset()  # the next outage is told at once
+            self._back_at = time.monotonic()
+            result = await self.collection.update_many(
+                {"bot": self.bot_id, "state": PENDING, "outages": {"$gt": 0}, "next_at": {"$gt": now}},
+                {"$set": {"next_at": now}})
         if result.modified_count:
             self._wake.set()
             log.info("the Bot API answers again: %d update(s) that waited for it are due now", result.modified_count)
@@ -500,13 +504,11 @@ class Inbox:
                     why_parked = " with the Bot API out of reach" if outage else ""
                     await self._park(doc_id, f"failed {count} times{why_parked}; last error {describe(error)}")
                     return
-                # Judged now, not when it finished: the Bot API may have come back while this was
-                # written (a loaded CI told an outage twice, and its update waited 16 s after it).
-                back_at = self._back_at
+                # Judged here, in turn with due_now: not when it finished (the Bot API may have come back since).
                 # Its reply failed in the outage the Bot API has come back from since (the 502 was on its
                 # way as another call went through): not a new outage to tell, and due at once, not after
                 # a backoff grown in the old one (due_now has passed it by: it was still claimed).
-                came_back = outage and back_at > taken_at
+                came_back = outage and self._back_at > taken_at
                 # Or it failed while the Bot API answered other calls (a flaky proxy), so the rate limiter
                 # saw no outage and calls no due_now: tried again after the first step of the backoff, not
                 # one grown over its earlier failures (such an update waited 128 s with the API answering,
@@ -527,10 +529,6 @@ class Inbox:
                     {"$set": {"state": PENDING, "next_at": now + timedelta(seconds=delay)},
                      "$unset": {"claim": "", "claim_until": ""}},
                 )
-            if delay and outage and self._back_at != back_at:  # it came back as the backoff was written:
-                await self.collection.update_one(              # due_now may have looked before it was pending
-                    {"_id": doc_id, "state": PENDING, "next_at": {"$gt": now}}, {"$set": {"next_at": now}})
-                self._wake.set()
         except PyMongoError as exc:  # the claim expires and the update runs again
             log.warning("could not record the failure of update %s (%s)", update.update_id, exc)
 
