@@ -16,6 +16,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 
+from healthcheck.child import helper_argv
 from healthcheck.notify import channels_from, url_problems
 from healthcheck.policy import HealPolicy
 from services.common.probes import Probe
@@ -74,7 +75,10 @@ def make_plan(settings) -> Plan:
 
 def load_plan() -> Plan:
     """The plan, from a child process; exits as the child did when it refused the settings."""
-    child = subprocess.run([sys.executable, "-m", "healthcheck.plan"], capture_output=True, timeout=TIMEOUT_S)
+    child = subprocess.run(helper_argv("healthcheck.plan"), capture_output=True, timeout=TIMEOUT_S)
+    if child.returncode < 0:  # a helper goes first when memory runs out; supervisord starts the sidecar again
+        sys.stderr.write(f"healthcheck: python -m healthcheck.plan was killed by signal {-child.returncode}\n")
+        raise SystemExit(1)
     if child.returncode:
         sys.stderr.buffer.write(child.stderr)
         sys.stderr.flush()

@@ -8,7 +8,7 @@ import os
 import subprocess
 import sys
 
-from healthcheck.child import run_child
+from healthcheck.child import HELPER_NICENESS, run_child
 from services.common.oom import limit_mib, oom_kills
 
 
@@ -26,14 +26,17 @@ def test_a_program_that_volunteers_is_the_kernels_first_choice_and_its_children_
     assert open("/proc/self/oom_score_adj").read().strip() == "0", "only the program that asked"
 
 
-def test_the_sidecars_helpers_are_the_kernels_first_choice_from_their_start(tmp_path, monkeypatch):
-    """An alert's notifier and the events writer run through run_child, right after a crash,
-    while memory may still be short: 1000 from before the interpreter starts."""
+def test_the_sidecars_helpers_are_first_for_the_oom_killer_and_last_for_the_cpu_from_their_start(
+        tmp_path, monkeypatch):
+    """An alert's notifier and the events writer run through run_child (the plan through the same
+    helper_argv), right after a crash or with the container, while memory may still be short and a
+    program starts on the same cores: 1000 and niceness 10 from before the interpreter starts."""
     (tmp_path / "helper_adj.py").write_text(
-        "import sys\nopen(sys.stdin.read(), 'w').write(open('/proc/self/oom_score_adj').read())\n")
+        "import os, sys\n"
+        "open(sys.stdin.read(), 'w').write(open('/proc/self/oom_score_adj').read().strip() + f' {os.nice(0)}')\n")
     monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
     run_child("helper_adj", str(tmp_path / "adj"), 30)
-    assert (tmp_path / "adj").read_text().strip() == "1000"
+    assert (tmp_path / "adj").read_text().split() == ["1000", str(HELPER_NICENESS + os.nice(0))]
 
 
 def test_oom_kills_are_read_from_cgroup_v2_or_v1(tmp_path):
