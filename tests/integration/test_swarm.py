@@ -115,16 +115,20 @@ class Swarm:
     def active(self) -> list:
         return [c for c in self.containers() if self.bot_status(c).get("role") == "active"]
 
-    def api_instances(self, requests: int = 30) -> list[str]:
-        """Who answers GET /version, asked `requests` times from a container on the stack's
-        network; each request resolves the service's name afresh (DNS round robin)."""
+    def api_versions(self, requests: int = 30) -> list[dict]:
+        """GET /version, asked `requests` times from a container on the stack's network; each
+        request resolves the service's name afresh (DNS round robin)."""
         script = ("import json, urllib.request\n"
                   f"for _ in range({requests}):\n"
                   "    with urllib.request.urlopen('http://botstack:8000/version', timeout=5) as r:\n"
-                  "        print(json.load(r)['instance'])\n")
+                  "        print(json.dumps(json.load(r)))\n")
         result = self.telegram.exec_run(["python", "-c", script])
         assert result.exit_code == 0, result.output.decode(errors="replace")
-        return result.output.decode().split()
+        return [json.loads(line) for line in result.output.decode().splitlines()]
+
+    def api_instances(self, requests: int = 30) -> list[str]:
+        """Which replica answered each of `requests` GET /version."""
+        return [v["instance"] for v in self.api_versions(requests)]
 
     def logs(self) -> str:
         return "\n".join(c.logs().decode(errors="replace") for c in self.containers())
@@ -225,14 +229,19 @@ def test_swarm_replica_killed(swarm):
     wait_until(lambda: len(swarm.healthy_replicas()) == REPLICAS, 120, "Swarm replacing the killed replica")
 
 
-def crash_looping_image(client: docker.DockerClient, good: str) -> str:
-    """The good image with a bot that exits at start; the API and the dashboard are fine."""
-    tag = good.rsplit("-", 1)[0] + "-crashbot"
-    dockerfile = (f"FROM {good}\nUSER root\n"
-                  "RUN printf 'raise SystemExit(\"this build\\x27s bot exits at start\")\\n' "
-                  "> /app/services/bot/__main__.py\nUSER botstack\n")
+def derived_image(client: docker.DockerClient, good: str, name: str, steps: str) -> str:
+    """The good image with `steps` (Dockerfile lines, run as root) on top, tagged after `name`."""
+    tag = good.rsplit("-", 1)[0] + f"-{name}"
+    dockerfile = f"FROM {good}\nUSER root\n{steps}\nUSER botstack\n"
     client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True)
     return tag
+
+
+def crash_looping_image(client: docker.DockerClient, good: str) -> str:
+    """The good image with a bot that exits at start; the API and the dashboard are fine."""
+    return derived_image(client, good, "crashbot",
+                         "RUN printf 'raise SystemExit(\"this build\\x27s bot exits at start\")\\n' "
+                         "> /app/services/bot/__main__.py")
 
 
 def test_swarm_rolling_update_rolls_back(swarm, docker_client):
@@ -264,3 +273,44 @@ def test_swarm_rolling_update_rolls_back(swarm, docker_client):
     figure(f"original replicas still running after the rollback: {survivors} of {REPLICAS}")
     assert survivors >= REPLICAS - 1, "the old version did not keep serving"
     assert len(swarm.active()) == 1
+
+
+def test_swarm_rolling_update_to_a_good_build_loses_nothing(swarm, docker_client):
+    """The everyday redeploy on Swarm: a good new build replaces every replica, one at a time,
+    each new task started before an old one stops, while users write. Each old holder of the
+    lease stops cleanly (it finishes its replies, marks its updates done and releases the
+    lease), so one replica polls at any time and every update is answered once."""
+    sha = uuid.uuid4().hex[:12]
+    new = derived_image(docker_client, swarm.image, "nextbuild", f"ENV BOTSTACK_GIT_SHA={sha}")
+    emulator, bot_id = swarm.emulator, swarm.bot_id
+    emulator.reset_stats(bot_id)
+    old = {c.id for c in swarm.containers()}
+
+    def replaced() -> bool:
+        return len(swarm.healthy_replicas(new)) == REPLICAS and not old & {c.id for c in swarm.containers()}
+
+    with Injector(emulator, bot_id, every_s=0.25, max_count=1000, users=None, first_user=1_700_000) as burst:
+        wait_until(lambda: len(burst.ids) >= 10, 30, "updates flowing")
+        t0 = time.monotonic()
+        swarm.deploy(new)
+        wait_until(replaced, 480, f"{REPLICAS} healthy replicas of the new build and no old one", interval_s=1)
+        elapsed = time.monotonic() - t0
+        after = len(burst.ids)
+        wait_until(lambda: len(burst.ids) >= after + 20, 30, "updates after the last old replica stopped")
+    counts = all_answered(emulator, bot_id, burst.ids, 60)
+    stats = emulator.stats(bot_id)
+    polls = sorted(emulator.polls(bot_id), key=lambda p: p["start"])
+    idle = max(b["start"] - a["end"] for a, b in zip(polls, polls[1:]) if a["end"] is not None)
+    shas = {v["git_sha"] for v in swarm.api_versions()}
+    figure(f"rolling update to a good build: {REPLICAS} replicas replaced in {elapsed:.0f} s; "
+           f"{len(burst.ids)} updates during it, replies per update {sorted(set(counts.values()))}; "
+           f"max polling at once {stats['max_polling_at_once']}, conflicts {stats['conflicts']}; "
+           f"longest time nobody polled {idle:.1f} s")
+    assert stats["max_polling_at_once"] == 1, stats
+    # A holder that stops releases the lease: a standby polls within a second or two, not when the
+    # lease runs out (up to the TTL later).
+    assert idle < LEASE_TTL_S / 3, f"nobody polled for {idle:.1f} s: the lease was not handed over"
+    assert stats["conflicts"] == 0, stats
+    assert all(n == 1 for n in counts.values()), {u: n for u, n in counts.items() if n != 1}
+    assert shas == {sha}, f"the API still answers with an old build: {shas}"
+    wait_until(lambda: len(swarm.active()) == 1, 30, "one replica of the new build polling")
