@@ -54,7 +54,8 @@ class Swarm:
             db_image, ["mongod", "--bind_ip", "0.0.0.0", "--port", "27017", "--dbpath", "/data/db"],
             name=f"{self.name}-db", network=self.network.name, detach=True)
         self.telegram = client.containers.run(
-            emulator_image, ["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081"],
+            emulator_image, ["python", "-m", "services.emulator", "--host", "0.0.0.0", "--port", "8081",
+                             "--plain-http-webhooks"],
             name=f"{self.name}-telegram", network=self.network.name, detach=True,
             ports={"8081/tcp": ("127.0.0.1", None)})
         self.telegram.reload()
@@ -63,9 +64,8 @@ class Swarm:
         wait_until(lambda: http_get(f"{self.emulator.url}/_emulator/health").status_code == 200, 30,
                    "the emulator")
         self.stack_file = workdir / f"{self.name}.yaml"
-        self.stack_file.write_text(yaml.safe_dump(self._adapted_stack_file()))
 
-    def _adapted_stack_file(self) -> dict:
+    def _adapted_stack_file(self, webhook_url: str | None) -> dict:
         """The shipped file, with the two changes the module docstring names."""
         spec = yaml.safe_load(STACK_FILE.read_text())
         service = spec["services"]["botstack"]
@@ -78,10 +78,13 @@ class Swarm:
         # = 45 s at the least, but each restart's STARTING moment passes a check and resets Docker's
         # count, and under two test workers it took more than 70 s.
         service["deploy"]["update_config"]["monitor"] = "150s"
+        if webhook_url:  # one of the settings the shipped file says to add as needed
+            service["environment"]["TELEGRAM_WEBHOOK_URL"] = webhook_url
         spec["networks"] = {self.network.name: {"external": True}}
         return spec
 
-    def deploy(self, image: str) -> None:
+    def deploy(self, image: str, webhook_url: str | None = None) -> None:
+        self.stack_file.write_text(yaml.safe_dump(self._adapted_stack_file(webhook_url)))
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "BOTSTACK_IMAGE": image, "BOTSTACK_REPLICAS": str(REPLICAS),
                "MONGODB_URI": f"mongodb://{self.name}-db:27017/?directConnection=true",
                "TELEGRAM_BOT_TOKEN": self.token, "BOTSTACK_WEB_PASSWORD": "swarm-dashboard-password",
@@ -93,6 +96,9 @@ class Swarm:
     @property
     def service(self):
         return self.client.services.get(f"{self.name}_botstack")
+
+    def service_image(self) -> str:
+        return self.service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"].split("@")[0]
 
     def containers(self) -> list:
         """The service's running containers (one per replica)."""
@@ -129,6 +135,19 @@ class Swarm:
     def api_instances(self, requests: int = 30) -> list[str]:
         """Which replica answered each of `requests` GET /version."""
         return [v["instance"] for v in self.api_versions(requests)]
+
+    def handled_by(self, update_ids: list[int]) -> dict[str, int]:
+        """How many of these updates each replica handled, by the shared inbox's claims, read
+        from a replica (the database is reached only on the stack's network)."""
+        script = ("import collections, json, os, sys\n"
+                  "from pymongo import MongoClient\n"
+                  "ids = json.loads(sys.argv[1])\n"
+                  "with MongoClient(os.environ['MONGODB_URI']) as c:\n"
+                  "    docs = c[os.environ['MONGODB_DB']]['inbox'].find({'update_id': {'$in': ids}}, {'claimed_by': 1})\n"
+                  "    print(json.dumps(collections.Counter(d.get('claimed_by') for d in docs)))\n")
+        result = self.containers()[0].exec_run(["python", "-c", script, json.dumps(update_ids)])
+        assert result.exit_code == 0, result.output.decode(errors="replace")
+        return json.loads(result.output)
 
     def logs(self) -> str:
         return "\n".join(c.logs().decode(errors="replace") for c in self.containers())
@@ -314,3 +333,42 @@ def test_swarm_rolling_update_to_a_good_build_loses_nothing(swarm, docker_client
     assert all(n == 1 for n in counts.values()), {u: n for u, n in counts.items() if n != 1}
     assert shas == {sha}, f"the API still answers with an old build: {shas}"
     wait_until(lambda: len(swarm.active()) == 1, 30, "one replica of the new build polling")
+
+
+def test_swarm_switched_to_webhook_mode_loses_nothing_to_a_kill(swarm):
+    """Webhook mode on Swarm, reached as a user would reach it: a rolling update that sets
+    TELEGRAM_WEBHOOK_URL while users write. Any replica may receive an update (it stores it in the
+    shared inbox before answering 2xx) and any replica's dispatcher may handle it. Then a replica is
+    SIGKILLed mid-burst: Telegram delivers again what was not confirmed, and the inbox hands over
+    what the killed one had claimed."""
+    emulator, bot_id = swarm.emulator, swarm.bot_id
+    image, url = swarm.service_image(), "https://botstack:8000/telegram/webhook"
+    old = {c.id for c in swarm.containers()}
+
+    def switched() -> bool:
+        return len(swarm.healthy_replicas()) == REPLICAS and not old & {c.id for c in swarm.containers()}
+
+    emulator.reset_stats(bot_id)
+    with Injector(emulator, bot_id, every_s=0.25, max_count=1000, users=None, first_user=2_700_000) as burst:
+        wait_until(lambda: len(burst.ids) >= 10, 30, "updates flowing")
+        t0 = time.monotonic()
+        swarm.deploy(image, webhook_url=url)
+        wait_until(switched, 480, f"{REPLICAS} healthy replicas in webhook mode and no old one", interval_s=1)
+        elapsed, since_switch = time.monotonic() - t0, len(burst.ids)
+        wait_until(lambda: any(d["ok"] for d in emulator.deliveries(bot_id)), 30, "a webhook delivery")
+        victim, before_kill = swarm.containers()[0], len(burst.ids)
+        victim.kill()  # SIGKILL: whatever it received or claimed is in the shared inbox
+        wait_until(lambda: len(burst.ids) >= before_kill + 60, 60, "updates after the kill")
+    counts = all_answered(emulator, bot_id, burst.ids, 120)
+    handled = swarm.handled_by(burst.ids[since_switch:])
+    deliveries = emulator.deliveries(bot_id)
+    failed = sum(not d["ok"] for d in deliveries)
+    figure(f"switched to webhook mode by a rolling update in {elapsed:.0f} s, then a replica SIGKILLed: "
+           f"{len(burst.ids)} updates, all answered, {sum(n - 1 for n in counts.values())} replies repeated; "
+           f"{len(deliveries)} webhook deliveries ({failed} failed and retried); the "
+           f"{len(burst.ids) - since_switch} updates since the switch handled by {len(handled)} replicas "
+           f"({', '.join(f'{k}: {v}' for k, v in sorted(handled.items()))})")
+    assert sum(handled.values()) == len(burst.ids) - since_switch, handled
+    assert len(handled) > 1, f"one replica handled every update: {handled}"
+    assert all(d["url"] == url for d in deliveries), {d["url"] for d in deliveries}
+    wait_until(lambda: len(swarm.healthy_replicas()) == REPLICAS, 120, "Swarm replacing the killed replica")
