@@ -23,6 +23,8 @@ import resource
 import shutil
 import sys
 
+from services.common.secretfiles import given_names
+
 EX_CONFIG = 78  # services.common.settings.EX_CONFIG, without importing it (see wants_local_mongod)
 
 PROGRAM = "botstack"
@@ -40,7 +42,7 @@ def wants_local_mongod() -> bool:
     """Whether to start this container's own mongod. With neither setting given, the defaults
     decide: the local one. The settings (pydantic, 0.4 s) are loaded only when one is given:
     every second here delays every program of every container start."""
-    if not DATABASE_SETTINGS & {name.upper() for name in os.environ}:
+    if not DATABASE_SETTINGS & given_names():  # in the environment or as secret files
         return True
     from services.common.local_mongod import runs_local_mongod
     from services.common.settings import ConfigError, load_settings

@@ -27,10 +27,11 @@ log = logging.getLogger("botstack.oom")
 OOM_SCORE_ADJ = {"bot": 600}
 OOM_SCORE_ADJ_DEFAULT = 500
 # Before any program: the sidecar's short-lived helpers (an alert's notifier, the events
-# writer), from their first instruction. They start right after a crash, while memory is short,
-# and the kernel may take a second process before the first one's memory is released: dmesg
-# here showed the api killed 4 ms after the leaking bot while three helpers, still starting with
-# the sidecar's 0, were the other candidates. Their work is done again if the kernel takes one.
+# writer, the plan at its start), from their first instruction. They start right after a crash,
+# while memory is short, and the kernel may take a second process before the first one's memory
+# is released: dmesg here showed the api killed 4 ms after the leaking bot while three helpers,
+# still starting with the sidecar's 0, were the other candidates. Their work is done again if
+# the kernel takes one (the plan: the sidecar exits, and supervisord starts it again).
 HELPER_OOM_SCORE_ADJ = 1000
 # The container's own cgroup: v2 first, then v1 (Docker on older hosts).
 EVENTS = (Path("/sys/fs/cgroup/memory.events"), Path("/sys/fs/cgroup/memory/memory.oom_control"))

@@ -16,6 +16,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from services.common.secretfiles import secrets_dir
+
 EX_CONFIG = 78
 
 TOKEN_PATTERN = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")  # fullmatch: `$` would let a final newline in
@@ -42,8 +44,9 @@ def trimmed(secret: SecretStr | None) -> SecretStr | None:
 class Settings(BaseSettings):
     """Everything configurable, with production defaults. See the README's table."""
 
+    # A setting may also be a file named after its variable, a Docker secret (secretfiles.py).
     model_config = SettingsConfigDict(
-        env_prefix="BOTSTACK_", case_sensitive=False, extra="ignore", frozen=True
+        env_prefix="BOTSTACK_", case_sensitive=False, extra="ignore", frozen=True, secrets_dir=secrets_dir()
     )
     # Bad values of settings other programs own: {program: "VARIABLE: what is wrong"} (load_settings).
     _problems: dict = PrivateAttr(default_factory=dict)

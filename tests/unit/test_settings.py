@@ -193,3 +193,39 @@ def test_with_no_database_setting_the_entry_point_decides_as_the_settings_would(
     assert START_EX_CONFIG == EX_CONFIG
     monkeypatch.setenv("MONGODB_URI", "mongodb://db.example.net:27017")
     assert wants_local_mongod() is False
+
+
+def _settings_seen(env: dict[str, str]) -> list[str]:
+    script = ("from services.common.settings import load_settings\n"
+              "from services.start import wants_local_mongod\n"
+              "s = load_settings('bot')\n"
+              "print(s.telegram_bot_token.get_secret_value(), s.mongodb_uri, s.web_password.get_secret_value(),"
+              " wants_local_mongod())\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_a_setting_can_be_a_secret_file_named_after_its_variable_and_the_environment_wins(tmp_path, subprocess_env):
+    """Docker's and Swarm's secrets: /run/secrets/<target>, here with the line break `echo` leaves,
+    in either case; a MongoDB URI given so tells the entry point not to start its own mongod."""
+    (tmp_path / "TELEGRAM_BOT_TOKEN").write_text(f"{TOKEN}\n")
+    (tmp_path / "mongodb_uri").write_text("mongodb://app:s3cret@db.example.net:27017/\n")
+    (tmp_path / "BOTSTACK_WEB_PASSWORD").write_text("a-password-from-a-file")
+
+    seen = _settings_seen(subprocess_env(BOTSTACK_SECRETS_DIR=str(tmp_path)))
+    assert seen == [TOKEN, "mongodb://app:s3cret@db.example.net:27017/", "a-password-from-a-file", "False"]
+    env = subprocess_env(BOTSTACK_SECRETS_DIR=str(tmp_path), BOTSTACK_WEB_PASSWORD="a-password-from-the-env")
+    seen = _settings_seen(env)
+    assert seen[2] == "a-password-from-the-env"
+
+
+def test_a_bad_secret_file_stops_only_its_program_with_one_line_that_does_not_repeat_it(tmp_path, subprocess_env):
+    (tmp_path / "TELEGRAM_BOT_TOKEN").write_text("not-a-token-but-a-secret-all-the-same\n")
+    result = _run_module("services.bot", subprocess_env(BOTSTACK_SECRETS_DIR=str(tmp_path)))
+
+    assert result.returncode == 78, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "TELEGRAM_BOT_TOKEN: is not a bot token" in result.stderr, result.stderr  # read, not missing
+    assert "not-a-token" not in result.stderr
