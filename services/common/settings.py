@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from pydantic import AliasChoices, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from services.common.secretfiles import secrets_dir
 
@@ -362,6 +362,19 @@ def _errors(exc: ValidationError) -> list[tuple[str | None, ConfigError]]:
     return found
 
 
+def _unreadable(exc: SettingsError) -> ConfigError:
+    """A setting's file (secretfiles.py) that this user may not read, named with what to do."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    cause = exc.__cause__
+    where = getattr(cause, "filename", None) or f"its file in {secrets_dir()}"
+    if isinstance(cause, PermissionError):
+        fix = f"let uid {os.getuid()} read it (Docker and Swarm give secrets mode 0444)"
+    else:
+        fix = "it must hold the value as UTF-8 text"
+    why = getattr(cause, "strerror", None) or type(cause).__name__
+    return ConfigError(env_name(field[1]) if field else "a setting's file", f"cannot read {where} ({why}); {fix}")
+
+
 def _init_key(field: str) -> str:
     alias = Settings.model_fields[field].validation_alias
     if isinstance(alias, AliasChoices):
@@ -383,6 +396,8 @@ def load_settings(program: str | None = None) -> Settings:
             return settings
         except ConfigError:
             raise
+        except SettingsError as exc:  # a secret file it cannot read: every program reads them all
+            raise _unreadable(exc) from None
         except ValidationError as exc:
             errors = _errors(exc)
             mine = [e for f, e in errors if stops(f, program)]

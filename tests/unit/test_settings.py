@@ -3,6 +3,7 @@ one line naming the variable and exit code 78."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -229,3 +230,31 @@ def test_a_bad_secret_file_stops_only_its_program_with_one_line_that_does_not_re
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert "TELEGRAM_BOT_TOKEN: is not a bot token" in result.stderr, result.stderr  # read, not missing
     assert "not-a-token" not in result.stderr
+
+
+def test_a_secret_file_it_cannot_read_stops_with_one_line_naming_the_variable(tmp_path, subprocess_env):
+    """A file that is not text (a binary key put there by mistake); one its user may not read (a
+    Compose secret from a host file of mode 0600) ends the same way, but the tests run as root."""
+    (tmp_path / "TELEGRAM_BOT_TOKEN").write_bytes(b"\xff\xfe\x00binary")
+    result = _run_module("services.bot", subprocess_env(BOTSTACK_SECRETS_DIR=str(tmp_path)))
+
+    assert result.returncode == 78, result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"TELEGRAM_BOT_TOKEN: cannot read its file in {tmp_path}" in result.stderr, result.stderr
+
+
+def test_a_secret_file_its_user_may_not_read_is_named_with_the_fix():
+    from pydantic_settings import SettingsError
+
+    from services.common.settings import _unreadable
+
+    try:  # as pydantic-settings raises it
+        try:
+            raise PermissionError(13, "Permission denied", "/run/secrets/MONGODB_URI")
+        except PermissionError as denied:
+            raise SettingsError('error getting value for field "mongodb_uri" from source "SecretsSettingsSource"') \
+                from denied
+    except SettingsError as exc:
+        error = _unreadable(exc)
+    assert str(error) == (f"MONGODB_URI: cannot read /run/secrets/MONGODB_URI (Permission denied); let uid "
+                          f"{os.getuid()} read it (Docker and Swarm give secrets mode 0444)")
